@@ -1,0 +1,1 @@
+"""The daily BigQuery view -> GCS -> Hyper -> Tableau pipeline."""

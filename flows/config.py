@@ -1,0 +1,182 @@
+"""PipelineConfig: the one typed model of the pipeline's settings.
+
+It is the daily flow's parameter, so a deployment's parameters are validated on the way in.
+It holds block *names*, never secrets: credentials live in blocks.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# BigQuery: project ids are 6-30 chars of [a-z0-9-] (older ones may carry a "domain:" prefix);
+# dataset ids letters/digits/underscores; table/view names we accept in the same safe subset.
+_PROJECT_RE = re.compile(r"^(?:[a-z][a-z0-9.-]*:)?[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+_DATASET_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,1023}$")
+_TABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,1023}$")
+_COLUMN_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,299}$")
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BigQueryConfig(_Model):
+    """Which view to read and how the export job runs."""
+
+    view: str = Field(description="The data-mart view as `project.dataset.view`.")
+    date_column: str = Field(
+        "date", description="The view's DATE column that selects one day's rows."
+    )
+    location: str = Field("US", description="BigQuery location of the view's dataset.")
+    max_bytes_billed: int = Field(
+        50 * 1024**3,
+        ge=1,
+        description="Refuse the export when the dry run estimates more bytes than this; also "
+        "set as the job's maximum_bytes_billed. Raise it if a day legitimately grows past it.",
+    )
+    compression: Literal["SNAPPY", "GZIP", "ZSTD", "NONE"] = Field(
+        "SNAPPY", description="Parquet compression of the exported files."
+    )
+    job_timeout_seconds: float = Field(
+        1800, gt=0, description="Cancel the BigQuery job if it has not finished by then."
+    )
+    job_id_prefix: str = Field(
+        "bq_tableau_", pattern=r"^[A-Za-z0-9_-]{0,200}$", description="Prefix of job ids."
+    )
+
+    @field_validator("view")
+    @classmethod
+    def _check_view(cls, value: str) -> str:
+        parts = value.split(".")
+        if len(parts) != 3:
+            raise ValueError(
+                f"bigquery.view {value!r} must be fully qualified as project.dataset.view"
+            )
+        project, dataset, table = parts
+        for part, pattern, what in (
+            (project, _PROJECT_RE, "project id"),
+            (dataset, _DATASET_RE, "dataset id"),
+            (table, _TABLE_RE, "view name"),
+        ):
+            if not pattern.fullmatch(part):
+                raise ValueError(f"bigquery.view: {part!r} is not a valid BigQuery {what}")
+        return value
+
+    @field_validator("date_column")
+    @classmethod
+    def _check_column(cls, value: str) -> str:
+        if not _COLUMN_RE.fullmatch(value):
+            raise ValueError(f"bigquery.date_column {value!r} is not a valid column name")
+        return value
+
+
+class GcsConfig(_Model):
+    """Where the export is staged and how it is downloaded."""
+
+    bucket: str = Field(description="Staging bucket name (no gs:// prefix).")
+    prefix: str = Field(
+        "bq-tableau", description="Object prefix under which each attempt gets its own folder."
+    )
+    download_workers: int = Field(
+        8, ge=1, le=64, description="Parallel download threads; raise on large days."
+    )
+    delete_after_publish: bool = Field(
+        True, description="Delete the attempt's files from GCS once Tableau has the day."
+    )
+    empty_day: Literal["fail", "allow"] = Field(
+        "fail",
+        description="A day with zero rows usually means the data mart is not refreshed yet: "
+        "`fail` stops the run; `allow` publishes the empty day (removing that date's rows).",
+    )
+
+    @field_validator("bucket")
+    @classmethod
+    def _check_bucket(cls, value: str) -> str:
+        if not _BUCKET_RE.fullmatch(value):
+            raise ValueError(f"gcs.bucket {value!r} is not a valid bucket name (no gs:// prefix)")
+        return value
+
+    @field_validator("prefix")
+    @classmethod
+    def _check_prefix(cls, value: str) -> str:
+        value = value.strip("/")
+        if not value or ".." in value.split("/"):
+            raise ValueError(f"gcs.prefix {value!r} must be a non-empty relative path")
+        return value
+
+
+class HyperConfig(_Model):
+    """How the Hyper extract is built."""
+
+    file_format_version: Literal[2, 3, 4] = Field(
+        3,
+        description="Hyper file format. 3 is needed for NUMERIC columns and opens on Tableau "
+        "Server 2023.1+ / Cloud; 2 opens on older servers but cannot hold NUMERIC.",
+    )
+    telemetry: bool = Field(False, description="Send Hyper usage data to Tableau.")
+
+
+class TableauConfig(_Model):
+    """Where and how the extract is published."""
+
+    server_block: str = Field(description="Name of the saved TableauServer block.")
+    project: str = Field(description="Project path, nested with '/', e.g. `Marketing/Ads`.")
+    datasource: str = Field(description="Datasource name inside the project.")
+    mode: Literal["replace_date", "append", "overwrite", "upsert"] = Field(
+        "replace_date",
+        description="replace_date: replace the run date's rows (safe to rerun). append: add rows "
+        "(reruns duplicate). overwrite: replace everything with this extract. upsert: update or "
+        "insert on `upsert_keys`.",
+    )
+    upsert_keys: tuple[str, ...] = Field((), description="Key columns for mode=upsert.")
+    create_project: bool = Field(False, description="Create the project path if missing.")
+    job_timeout_seconds: float = Field(
+        1800, gt=0, description="How long to wait for Tableau's update job."
+    )
+
+    @model_validator(mode="after")
+    def _check_mode(self) -> TableauConfig:
+        if self.mode == "upsert" and not self.upsert_keys:
+            raise ValueError("tableau.mode='upsert' needs tableau.upsert_keys (key columns)")
+        if self.mode != "upsert" and self.upsert_keys:
+            raise ValueError("tableau.upsert_keys is only used with tableau.mode='upsert'")
+        if not [p for p in self.project.split("/") if p.strip()]:
+            raise ValueError("tableau.project must name a project, e.g. 'Marketing/Ads'")
+        return self
+
+
+class PipelineConfig(_Model):
+    """Everything one daily run needs, by block name and value."""
+
+    credentials_block: str = Field(
+        description="Name of the saved AwsWorkloadIdentityCredentials block."
+    )
+    bigquery: BigQueryConfig
+    gcs: GcsConfig
+    hyper: HyperConfig = HyperConfig()
+    tableau: TableauConfig
+    timezone: str = Field(
+        "Asia/Tokyo", description="Time zone in which 'yesterday' of a scheduled run is taken."
+    )
+    earliest_date: date | None = Field(
+        None, description="Refuse run dates before this (the data mart's first day)."
+    )
+    work_dir: Path | None = Field(
+        None, description="Parent of each run's scratch directory; default: the system temp dir."
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _check_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"timezone {value!r} is not an IANA time zone name") from exc
+        return value

@@ -1,0 +1,140 @@
+"""Errors of the pipeline, and the one decision of what is worth retrying.
+
+```
+PipelineError              root; `retryable` says whether a retry can help
+ ├─ ConfigError            bad or missing settings, invalid dates (never retried)
+ ├─ CredentialsError       the AWS -> Google exchange failed
+ ├─ ExportError            step 1: BigQuery EXPORT DATA
+ ├─ DownloadError          step 2: GCS listing/download/verification
+ ├─ BuildError             step 3: the Hyper extract
+ └─ PublishError           step 4: Tableau
+     └─ SchemaDriftError   the day's columns differ from the published datasource
+```
+
+Stage modules translate vendor errors at their boundary with `raise XError(msg,
+retryable=is_retryable(exc)) from exc`, so the message says what to fix and the flag keeps the
+vendor's verdict. Tasks retry through `retry_if_transient`, which asks `is_retryable`.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from typing import TYPE_CHECKING, Final
+
+import requests
+from google.api_core import exceptions as gapi
+from google.auth import exceptions as gauth
+from google.cloud.storage.exceptions import DataCorruption as StorageDataCorruption
+from google.resumable_media.common import DataCorruption as MediaDataCorruption
+from tableauserverclient.server.endpoint import exceptions as tsc
+
+if TYPE_CHECKING:
+    from prefect import Task
+    from prefect.client.schemas.objects import State, TaskRun
+
+logger = logging.getLogger(__name__)
+
+TRANSIENT_HTTP_STATUSES: Final[frozenset[int]] = frozenset({408, 429, 500, 502, 503, 504})
+"""HTTP statuses that a later attempt can get past."""
+
+TRANSIENT_BIGQUERY_REASONS: Final[frozenset[str]] = frozenset(
+    {"backendError", "rateLimitExceeded", "internalError", "jobBackendError", "jobInternalError"}
+)
+"""BigQuery error `reason`s that Google documents as retryable."""
+
+
+class PipelineError(Exception):
+    """Root of every error this pipeline raises on purpose."""
+
+    retryable: bool = False
+
+    def __init__(self, message: str, *, retryable: bool | None = None) -> None:
+        super().__init__(message)
+        if retryable is not None:
+            self.retryable = retryable
+
+
+class ConfigError(PipelineError):
+    """Settings or parameters are wrong or missing; fix them and run again."""
+
+
+class CredentialsError(PipelineError):
+    """The task role's AWS credentials could not be exchanged for Google credentials."""
+
+
+class ExportError(PipelineError):
+    """BigQuery could not export the day of the view."""
+
+
+class DownloadError(PipelineError):
+    """The exported files could not be listed, downloaded or verified."""
+
+
+class BuildError(PipelineError):
+    """The Hyper extract could not be built from the downloaded files."""
+
+
+class PublishError(PipelineError):
+    """Tableau refused or failed the publish."""
+
+
+class SchemaDriftError(PublishError):
+    """The day's columns or types differ from the published datasource."""
+
+
+def _transient_bigquery_reason(exc: gapi.GoogleAPICallError) -> bool:
+    return any(err.get("reason") in TRANSIENT_BIGQUERY_REASONS for err in exc.errors or [])
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Tell whether running the same step again can succeed.
+
+    Transient: HTTP 408/429/5xx, BigQuery backendError/rateLimitExceeded/internalError,
+    connection resets and timeouts, checksum mismatches on download. Everything else
+    (invalid query, access denied, not found, a rejected attribute condition, limits,
+    bad configuration) is permanent and fails the run at once.
+    """
+    if isinstance(exc, PipelineError):
+        return exc.retryable
+    if isinstance(exc, StorageDataCorruption | MediaDataCorruption):
+        return True
+    if isinstance(exc, gapi.GoogleAPICallError):
+        return exc.code in TRANSIENT_HTTP_STATUSES or _transient_bigquery_reason(exc)
+    if isinstance(exc, gapi.RetryError):
+        return True
+    if isinstance(exc, gauth.RefreshError):
+        # google-auth marks 5xx/timeouts from STS/IAM retryable, 4xx (e.g. a rejected
+        # attribute condition) not.
+        return bool(getattr(exc, "retryable", False))
+    if isinstance(exc, gauth.TransportError):
+        return True
+    if isinstance(exc, tsc.FailedSignInError):
+        return False
+    if isinstance(exc, tsc.InternalServerError):
+        return True
+    if isinstance(exc, tsc.ServerResponseError):
+        code = str(exc.code or "")
+        return code[:3].isdigit() and int(code[:3]) in TRANSIENT_HTTP_STATUSES
+    if isinstance(exc, requests.HTTPError) and exc.response is not None:
+        return exc.response.status_code in TRANSIENT_HTTP_STATUSES
+    if isinstance(exc, requests.ConnectionError | requests.Timeout):
+        return True
+    return isinstance(exc, ConnectionError | TimeoutError | socket.timeout)
+
+
+def retry_if_transient(task: Task, task_run: TaskRun, state: State) -> bool:
+    """Prefect `retry_condition_fn`: retry only what `is_retryable` calls transient."""
+    try:
+        state.result()
+    except Exception as exc:  # the failed state re-raises the task's exception
+        retry = is_retryable(exc)
+        logger.info(
+            "%s failed on attempt %s with %s: %s",
+            task.name,
+            task_run.run_count,
+            type(exc).__name__,
+            "retrying (transient)" if retry else "not retrying (permanent)",
+        )
+        return retry
+    return False

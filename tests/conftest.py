@@ -1,0 +1,43 @@
+"""Shared fixtures: a clean environment per test and, once per session, a Prefect test server.
+
+Fixtures for each outside system live in `tests/plugins/` (one module a system) and are
+registered here so that every test directory sees them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+pytest_plugins = [
+    "tests.plugins.aws_google",
+    "tests.plugins.emulators",
+    "tests.plugins.tableau",
+]
+
+_CLEARED_PREFIXES = ("AWS_", "GOOGLE_", "ECS_CONTAINER_METADATA_URI")
+_CLEARED_SUFFIXES = ("_EMULATOR_HOST",)
+
+
+@pytest.fixture(autouse=True)
+def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test sees the developer's or CI's cloud settings."""
+    for name in list(os.environ):
+        if name.startswith(_CLEARED_PREFIXES) or name.endswith(_CLEARED_SUFFIXES):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[None]:
+    """One Prefect test server for the whole session (start-up costs ~12 s)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        yield
+
+
+def in_ci() -> bool:
+    """Under CI a missing emulator is a failure, never a skip."""
+    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}

@@ -1,0 +1,1 @@
+"""Fixtures for aws_google; filled in by its issue."""

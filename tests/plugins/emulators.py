@@ -1,0 +1,1 @@
+"""Fixtures for emulators; filled in by its issue."""

@@ -1,0 +1,1 @@
+"""Fixtures for tableau; filled in by its issue."""

@@ -1,0 +1,60 @@
+"""The one retry decision, as a table of exceptions and verdicts."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+from google.api_core import exceptions as gapi
+from google.auth import exceptions as gauth
+from google.cloud.storage.exceptions import DataCorruption
+from tableauserverclient.server.endpoint import exceptions as tsc
+
+from flows.errors import ConfigError, ExportError, PublishError, is_retryable
+
+
+def _http_error(status: int) -> requests.HTTPError:
+    response = requests.Response()
+    response.status_code = status
+    return requests.HTTPError(response=response)
+
+
+def _refresh_error(retryable: bool) -> gauth.RefreshError:
+    exc = gauth.RefreshError("exchange failed")
+    exc._retryable = retryable
+    return exc
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected"),
+    [
+        (gapi.TooManyRequests("slow down"), True),
+        (gapi.InternalServerError("oops"), True),
+        (gapi.ServiceUnavailable("later"), True),
+        (gapi.BadRequest("x", errors=[{"reason": "backendError"}]), True),
+        (gapi.Forbidden("x", errors=[{"reason": "rateLimitExceeded"}]), True),
+        (gapi.BadRequest("Syntax error", errors=[{"reason": "invalidQuery"}]), False),
+        (gapi.Forbidden("Access Denied", errors=[{"reason": "accessDenied"}]), False),
+        (gapi.NotFound("Not found: Table"), False),
+        (gapi.Forbidden("x", errors=[{"reason": "bytesBilledLimitExceeded"}]), False),
+        (DataCorruption(None, "crc32c mismatch"), True),
+        (_refresh_error(True), True),
+        (_refresh_error(False), False),
+        (gauth.TransportError("connection reset"), True),
+        (requests.ConnectionError("reset by peer"), True),
+        (requests.Timeout("read timed out"), True),
+        (_http_error(503), True),
+        (_http_error(404), False),
+        (ConnectionResetError(), True),
+        (TimeoutError(), True),
+        (tsc.FailedSignInError("401001", "Signin Error", "bad token"), False),
+        (tsc.ServerResponseError("500000", "Internal", "boom"), True),
+        (tsc.ServerResponseError("403007", "Exists", "datasource exists"), False),
+        (ConfigError("bad date"), False),
+        (ExportError("flaky", retryable=True), True),
+        (PublishError("drift"), False),
+        (ValueError("a bug"), False),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else str(v),
+)
+def test_is_retryable(exc: BaseException, expected: bool) -> None:
+    assert is_retryable(exc) is expected
