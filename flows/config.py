@@ -152,6 +152,15 @@ class TableauConfig(_Model):
         return self
 
 
+class RetryConfig(_Model):
+    """How each step retries after a transient failure (permanent ones fail at once)."""
+
+    retries: int = Field(3, ge=0, le=10, description="Retries of a step after the first try.")
+    backoff_seconds: float = Field(
+        10, ge=0, le=3600, description="First retry delay; it doubles per retry, with jitter."
+    )
+
+
 class PipelineConfig(_Model):
     """Everything one daily run needs, by block name and value."""
 
@@ -162,6 +171,7 @@ class PipelineConfig(_Model):
     gcs: GcsConfig
     hyper: HyperConfig = HyperConfig()
     tableau: TableauConfig
+    retry: RetryConfig = RetryConfig()
     timezone: str = Field(
         "Asia/Tokyo", description="Time zone in which 'yesterday' of a scheduled run is taken."
     )
