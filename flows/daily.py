@@ -1,0 +1,260 @@
+"""The daily flow: one day of a BigQuery view into a Tableau datasource, in four steps.
+
+Each step is a task that retries only transient failures (`flows.errors.is_retryable`) and is
+never cached: the files it leaves are local to one container.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any, Final
+from zoneinfo import ZoneInfo
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.concurrency.sync import concurrency
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+from prefect.runtime import flow_run
+from prefect.tasks import Task, exponential_backoff
+
+from blocks import AwsWorkloadIdentityCredentials, TableauServer
+from flows.bigquery import ExportManifest, export_view
+from flows.config import PipelineConfig
+from flows.dates import check_run_date, default_run_date
+from flows.errors import ConfigError, retry_if_transient
+from flows.gcs import DownloadedExport, delete_export, download_export
+from flows.hyper import HyperExtract, build_hyper
+from flows.report import RunReport, StageLine, human_bytes, publish_report
+from flows.tableau import PublishResult, publish
+
+FLOW_NAME: Final[str] = "bq-view-to-tableau"
+_LOCAL_STEP_TIMEOUT: Final[float] = 2 * 3600  # download and build of a very large day
+_LOCK_WAIT_SECONDS: Final[float] = 3 * 3600  # publishes queued behind other dates (backfills)
+
+_step = task(cache_policy=NO_CACHE, persist_result=False, retry_condition_fn=retry_if_transient)
+
+
+@_step(name="export")
+def export_step(
+    credentials: AwsWorkloadIdentityCredentials, config: PipelineConfig, day: date
+) -> ExportManifest:
+    """Export the day's rows of the view to a GCS prefix unique to this attempt."""
+    client = credentials.get_bigquery_client(
+        project=credentials.project, location=config.bigquery.location
+    )
+    attempt = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+    return export_view(client, config.bigquery, config.gcs, day, attempt=attempt)
+
+
+@_step(name="download")
+def download_step(
+    credentials: AwsWorkloadIdentityCredentials,
+    export: ExportManifest,
+    work_dir: Path,
+    config: PipelineConfig,
+) -> DownloadedExport:
+    """Download the attempt's Parquet files, checksum- and row-count-verified."""
+    dest = work_dir / f"download-{uuid.uuid4().hex[:8]}"  # a retry never sees partial files
+    dest.mkdir()
+    client = credentials.get_cloud_storage_client(project=credentials.project)
+    return download_export(client, export, dest, config.gcs)
+
+
+@_step(name="build")
+def build_step(files: DownloadedExport, work_dir: Path, config: PipelineConfig) -> HyperExtract:
+    """Load the Parquet files into a Hyper extract with Hyper's own SQL."""
+    return build_hyper(
+        files.files,
+        work_dir / "extract.hyper",
+        config.hyper,
+        expected_rows=files.rows,
+        log_dir=work_dir,
+    )
+
+
+@_step(name="publish")
+def publish_step(
+    server: TableauServer, extract: HyperExtract, day: date, config: PipelineConfig
+) -> PublishResult:
+    """Publish the extract; runs sharing one Tableau token take turns (one session per PAT)."""
+    with _publish_lock(server.concurrency_key):
+        return publish(
+            server, extract, day, config.tableau, date_column=config.bigquery.date_column
+        )
+
+
+def _run_name() -> str:
+    """`<view>-<date>`: the run is named after the day it processes."""
+    params = flow_run.parameters or {}
+    config, run_date = params.get("config"), params.get("run_date")
+    try:
+        config = PipelineConfig.model_validate(config)
+        day = run_date or default_run_date(flow_run.scheduled_start_time, config.timezone)
+        return f"{config.bigquery.view.rsplit('.', 1)[-1]}-{day}"
+    except Exception:  # a bad config fails the run itself with the real message
+        return FLOW_NAME
+
+
+@flow(name=FLOW_NAME, flow_run_name=_run_name)
+def daily_refresh(config: PipelineConfig, run_date: date | None = None) -> dict[str, Any]:
+    """Add one day of the BigQuery view to the Tableau datasource (replacing that day)."""
+    day = resolve_run_date(run_date, config)
+    credentials = _load_block(AwsWorkloadIdentityCredentials, config.credentials_block)
+    tableau = _load_block(TableauServer, config.tableau.server_block)
+    report = RunReport(
+        day, config.bigquery.view, config.tableau.datasource, mode=config.tableau.mode
+    )
+    export, download, build, publish_ = _with_retries(config)
+    try:
+        with _scratch_dir(config, day) as work_dir:
+            manifest = _timed(report, export, credentials, config, day)
+            files = _timed(report, download, credentials, manifest, work_dir, config)
+            extract = _timed(report, build, files, work_dir, config)
+            result = _timed(report, publish_, tableau, extract, day, config)
+        if config.gcs.delete_after_publish:
+            _delete_staging(credentials, manifest)
+    except BaseException as exc:
+        report.status, report.error = "failed", f"{type(exc).__name__}: {exc}"
+        raise
+    else:
+        report.status = "succeeded"
+    finally:
+        publish_report(report, flow_run.name)
+    return {
+        "run_date": day.isoformat(),
+        "rows": result.rows_sent,
+        "datasource_id": result.datasource_id,
+        "job_id": result.job_id,
+        "stage_seconds": round(report.stage_seconds(), 3),
+    }
+
+
+def resolve_run_date(run_date: date | None, config: PipelineConfig) -> date:
+    """The explicit date, else yesterday of the *scheduled* start; refused if out of bounds."""
+    today = datetime.now(ZoneInfo(config.timezone)).date()
+    if run_date is None:
+        run_date = default_run_date(flow_run.scheduled_start_time, config.timezone)
+    return check_run_date(run_date, today=today, earliest=config.earliest_date)
+
+
+def _with_retries(config: PipelineConfig) -> tuple[Task, Task, Task, Task]:
+    """The four steps with the configured retry policy and timeouts."""
+    retry = config.retry
+    options = {
+        "retries": retry.retries,
+        "retry_delay_seconds": exponential_backoff(backoff_factor=retry.backoff_seconds)
+        if retry.retries
+        else 0,
+        "retry_jitter_factor": 0.5 if retry.backoff_seconds else None,
+    }
+    return (
+        export_step.with_options(
+            timeout_seconds=config.bigquery.job_timeout_seconds + 300, **options
+        ),
+        download_step.with_options(timeout_seconds=_LOCAL_STEP_TIMEOUT, **options),
+        build_step.with_options(timeout_seconds=_LOCAL_STEP_TIMEOUT, **options),
+        publish_step.with_options(
+            timeout_seconds=config.tableau.job_timeout_seconds + _LOCK_WAIT_SECONDS, **options
+        ),
+    )
+
+
+def _timed[R](report: RunReport, step: Callable[..., R], *args: Any) -> R:
+    """Run a step and add its line (rows, size, duration) to the report."""
+    started = time.perf_counter()
+    result = step(*args)
+    report.stages.append(_describe(result, time.perf_counter() - started))
+    if isinstance(result, PublishResult):
+        report.datasource_url, report.job_id = result.url, result.job_id
+    return result
+
+
+def _describe(result: object, seconds: float) -> StageLine:
+    match result:
+        case ExportManifest():
+            return StageLine(
+                "export",
+                seconds,
+                result.rows,
+                f"{human_bytes(result.bytes_processed)} processed",
+                f"job `{result.job_id}`, {result.files or '?'} file(s) under `{result.uri_prefix}`",
+            )
+        case DownloadedExport():
+            return StageLine(
+                "download", seconds, result.rows, human_bytes(result.bytes),
+                f"{len(result.files)} file(s), CRC32C verified",
+            )  # fmt: skip
+        case HyperExtract():
+            return StageLine(
+                "build", seconds, result.rows, human_bytes(result.path.stat().st_size),
+                f"{len(result.columns)} columns, file format v{result.file_format_version}",
+            )  # fmt: skip
+        case PublishResult():
+            action = "created" if result.created else result.mode
+            return StageLine(
+                "publish", seconds, result.rows_sent, "",
+                f"{action} `{result.project_path}/{result.datasource_name}`",
+            )  # fmt: skip
+    raise TypeError(f"no report line for {type(result).__name__}")
+
+
+def _load_block[B: (AwsWorkloadIdentityCredentials, TableauServer)](kind: type[B], name: str) -> B:
+    try:
+        return kind.load(name)
+    except ValueError as exc:
+        raise ConfigError(
+            f"No {kind.__name__} block named {name!r}: {exc}. Save it first "
+            "(see deployments/README.md) or fix the name in the pipeline config."
+        ) from exc
+
+
+@contextmanager
+def _scratch_dir(config: PipelineConfig, day: date) -> Iterator[Path]:
+    """The run's work dir, removed at the end whatever happens."""
+    if config.work_dir is not None:
+        config.work_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(
+        prefix=f"bq-tableau-{day.isoformat()}-", dir=config.work_dir, ignore_cleanup_errors=True
+    ) as path:
+        yield Path(path)
+
+
+@contextmanager
+def _publish_lock(name: str) -> Iterator[None]:
+    """Hold the one slot of `name`, creating the limit (1) if nobody has yet.
+
+    Prefect skips a limit that does not exist, so without this parallel backfills would sign in
+    with the same token at once and Tableau would reject all but one (401002).
+    """
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            with suppress(ObjectAlreadyExists):  # another run created it first
+                client.create_global_concurrency_limit(
+                    GlobalConcurrencyLimitCreate(name=name, limit=1)
+                )
+    with concurrency(name, occupy=1, timeout_seconds=_LOCK_WAIT_SECONDS, strict=True):
+        yield
+
+
+def _delete_staging(credentials: AwsWorkloadIdentityCredentials, manifest: ExportManifest) -> None:
+    """Remove the attempt's files from GCS; a failure here only warns (Tableau has the day)."""
+    logger = get_run_logger()
+    try:
+        client = credentials.get_cloud_storage_client(project=credentials.project)
+        deleted = delete_export(client, manifest)
+    except Exception as exc:
+        logger.warning(
+            "Could not delete %s (%s); a bucket lifecycle rule will.", manifest.uri_prefix, exc
+        )
+    else:
+        logger.info("Deleted %d staged file(s) under %s", deleted, manifest.uri_prefix)
