@@ -1,25 +1,174 @@
-"""PLACEHOLDER so prefect.yaml can deploy it; the lead replaces it with the real backfill flow."""
+"""Backfill: run the per-date deployment for each day of a range or list, a few at a time.
+
+Each date is its own flow run of the per-date deployment (on ECS: its own task), so one date's
+failure or memory never touches another, and every date gets the same idempotent publish as a
+daily run.
+"""
 
 from __future__ import annotations
 
-from datetime import date
+import contextvars
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Annotated, Any, Final
+from zoneinfo import ZoneInfo
 
-from prefect import flow
+from prefect import flow, get_run_logger
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+from prefect.client.schemas.objects import FlowRun
+from prefect.deployments import run_deployment
+from pydantic import Field
 
 from flows.config import PipelineConfig
+from flows.dates import backfill_dates
+from flows.errors import PipelineError
+
+FLOW_NAME: Final[str] = "bq-view-to-tableau-backfill"
+PER_DATE_DEPLOYMENT: Final[str] = "bq-view-to-tableau/per-date"
+POLL_SECONDS: float = 10.0
+"""How often a waiting backfill asks the API whether a child run has finished."""
 
 
-@flow(name="bq-view-to-tableau-backfill")
+@dataclass(frozen=True)
+class DateOutcome:
+    """How one date's child run ended."""
+
+    run_date: date
+    state: str
+    flow_run: str
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.state == "Completed"
+
+    def as_row(self) -> dict[str, str]:
+        return {
+            "run_date": self.run_date.isoformat(),
+            "state": self.state,
+            "flow_run": self.flow_run,
+            "message": self.message,
+        }
+
+
+@flow(name=FLOW_NAME)
 def backfill(
     config: PipelineConfig,
     start: date | None = None,
     end: date | None = None,
     dates: list[date] | None = None,
-    deployment_name: str = "bq-view-to-tableau/per-date",
-    max_concurrency: int = 3,
+    deployment_name: str = PER_DATE_DEPLOYMENT,
+    max_concurrency: Annotated[int, Field(ge=1, le=20)] = 3,
     fail_fast: bool = False,
     dry_run: bool = False,
-    max_dates: int = 93,
-) -> None:
-    """Run the per-date deployment once for each date of a range or list."""
-    raise NotImplementedError
+    max_dates: Annotated[int, Field(ge=1, le=3660)] = 93,
+) -> list[dict[str, Any]]:
+    """Replace each given day in Tableau by running the per-date deployment for it."""
+    today = datetime.now(ZoneInfo(config.timezone)).date()
+    days = backfill_dates(
+        start=start,
+        end=end,
+        dates=dates,
+        today=today,
+        earliest=config.earliest_date,
+        max_dates=max_dates,
+    )
+    if dry_run:
+        create_markdown_artifact(
+            markdown=_plan_markdown(days, deployment_name, max_concurrency),
+            description="Backfill plan (dry run: nothing was run)",
+        )
+        return [{"run_date": d.isoformat(), "state": "Planned"} for d in days]
+
+    outcomes = _run_dates(config, days, deployment_name, max_concurrency, fail_fast)
+    create_table_artifact(
+        table=[o.as_row() for o in sorted(outcomes, key=lambda o: o.run_date)],
+        description=f"Backfill of {len(days)} date(s) through {deployment_name}",
+    )
+    failed = sorted(o.run_date.isoformat() for o in outcomes if not o.ok)
+    not_run = sorted(set(days) - {o.run_date for o in outcomes})
+    if failed or not_run:
+        raise PipelineError(
+            f"Backfill incomplete: {len(failed)} date(s) failed ({', '.join(failed) or 'none'})"
+            + (f", {len(not_run)} not run after fail_fast" if not_run else "")
+            + ". Fix the cause shown in those runs, then backfill just those dates with "
+            "dates=[...]; dates that succeeded are already correct in Tableau."
+        )
+    return [o.as_row() for o in sorted(outcomes, key=lambda o: o.run_date)]
+
+
+def _run_dates(
+    config: PipelineConfig,
+    days: list[date],
+    deployment_name: str,
+    max_concurrency: int,
+    fail_fast: bool,
+) -> list[DateOutcome]:
+    """Run the child flow runs, at most `max_concurrency` at once, updating a progress bar."""
+    logger = get_run_logger()
+    progress = create_progress_artifact(
+        progress=0.0, description=f"Backfill of {len(days)} date(s): dates finished"
+    )
+    outcomes: list[DateOutcome] = []
+    parameters = config.model_dump(mode="json")
+    with ThreadPoolExecutor(max_workers=max_concurrency) as pool:
+        # Each thread gets a copy of the flow-run context, so children are linked as subflows.
+        pending: set[Future[DateOutcome]] = {
+            pool.submit(contextvars.copy_context().run, _run_one, deployment_name, parameters, d)
+            for d in days
+        }
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                if future.cancelled():
+                    continue
+                outcome = future.result()
+                outcomes.append(outcome)
+                logger.info("%s: %s %s", outcome.run_date, outcome.state, outcome.message)
+                update_progress_artifact(progress, progress=100.0 * len(outcomes) / len(days))
+                if fail_fast and not outcome.ok:
+                    logger.error("fail_fast: not starting the dates still queued")
+                    for queued in pending:
+                        queued.cancel()
+    return outcomes
+
+
+def _run_one(deployment_name: str, config: dict[str, Any], day: date) -> DateOutcome:
+    try:
+        run: FlowRun = run_deployment(
+            deployment_name,
+            parameters={"config": config, "run_date": day.isoformat()},
+            flow_run_name=f"{config['bigquery']['view'].rsplit('.', 1)[-1]}-{day}",
+            poll_interval=POLL_SECONDS,
+            timeout=None,
+            tags=["backfill"],
+        )
+    except Exception as exc:  # e.g. the deployment does not exist: report it for this date
+        return DateOutcome(day, "NotStarted", "", f"{type(exc).__name__}: {exc}")
+    state = run.state
+    return DateOutcome(
+        day,
+        state.name if state else "Unknown",
+        run.name,
+        (state.message or "") if state and not state.is_completed() else "",
+    )
+
+
+def _plan_markdown(days: list[date], deployment_name: str, max_concurrency: int) -> str:
+    lines = [
+        f"# Backfill plan: {len(days)} date(s)",
+        "",
+        f"Each date runs as its own flow run of `{deployment_name}`, {max_concurrency} at a time,",
+        "replacing that date's rows in Tableau. Nothing was run (dry run).",
+        "",
+        "| # | run_date |",
+        "|---:|---|",
+        *(f"| {i} | {d.isoformat()} |" for i, d in enumerate(days, 1)),
+    ]
+    return "\n".join(lines) + "\n"
