@@ -1,18 +1,54 @@
 """Step 3: build a Tableau Hyper extract from Parquet files (the only tableauhyperapi importer).
 
-INTERFACE PINNED BY THE SKELETON; the Hyper/Tableau issue implements it.
+Hyper reads the Parquet files itself with `INSERT ... SELECT ... FROM external(ARRAY[...])`
+(https://tableau.github.io/hyper-db/docs/sql/external/syntax), so no row passes through Python
+and the process stays small. Python only reads the files' footers (pyarrow) to derive the table
+definition by the mapping of `hyper_type_for`, documented in docs/hyper.md.
+
+The build writes a temporary file next to `out_path`, verifies the row count, and only then
+moves it into place, so a failed build never leaves a half-written extract behind.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tableauhyperapi import (
+    Connection,
+    CreateMode,
+    HyperException,
+    HyperProcess,
+    SqlType,
+    TableName,
+    Telemetry,
+    TypeTag,
+    escape_name,
+    escape_string_literal,
+)
 
 from flows.config import HyperConfig
+from flows.errors import BuildError
+
+logger = logging.getLogger(__name__)
 
 EXTRACT_SCHEMA = "Extract"
 EXTRACT_TABLE = "Extract"
+
+NUMERIC128_MIN_VERSION: Final[int] = 3
+"""File format that first stores NUMERIC with precision 19-38 (BigQuery NUMERIC is 38,9)."""
+REAL_MIN_VERSION: Final[int] = 4
+"""File format that first stores 32-bit REAL; older formats get DOUBLE PRECISION instead."""
+_NUMERIC64_MAX_PRECISION: Final[int] = 18
+_NUMERIC_MAX_PRECISION: Final[int] = 38
 
 
 @dataclass(frozen=True)
@@ -25,6 +61,232 @@ class HyperExtract:
     file_format_version: int
 
 
+@dataclass(frozen=True)
+class _Refusal:
+    """Why a Parquet type cannot go into an extract, and the BigQuery fix for a column `{c}`."""
+
+    reason: str
+    fix: str
+
+
+def _unwrap(arrow_type: pa.DataType) -> pa.DataType:
+    # Dictionary-encoded and extension columns are stored as their plain value type.
+    if pa.types.is_dictionary(arrow_type):
+        return _unwrap(arrow_type.value_type)
+    if isinstance(arrow_type, pa.ExtensionType):
+        return _unwrap(arrow_type.storage_type)
+    return arrow_type
+
+
+_SIMPLE_TYPES: Final[dict[pa.DataType, str]] = {
+    pa.bool_(): "BOOLEAN",
+    pa.int8(): "SMALLINT",
+    pa.int16(): "SMALLINT",
+    pa.int32(): "INTEGER",
+    pa.int64(): "BIGINT",
+    pa.uint8(): "SMALLINT",
+    pa.uint16(): "INTEGER",
+    pa.uint32(): "BIGINT",
+    pa.float64(): "DOUBLE PRECISION",
+    pa.date32(): "DATE",
+    pa.date64(): "DATE",
+    # Hyper reads Parquet TIME_MICROS only (BigQuery's TIME); not TIME_MILLIS/TIME_NANOS.
+    pa.time64("us"): "TIME",
+}
+
+
+def _map_type(arrow_type: pa.DataType, version: int) -> str | _Refusal:
+    t = _unwrap(arrow_type)
+    if t in _SIMPLE_TYPES:
+        return _SIMPLE_TYPES[t]
+    if t == pa.float32():
+        return "REAL" if version >= REAL_MIN_VERSION else "DOUBLE PRECISION"
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        return "TEXT"
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_binary_view(t):
+        return "BYTES"
+    if pa.types.is_timestamp(t):
+        # Parquet keeps only "adjusted to UTC" or not: any zone means an instant (TIMESTAMPTZ).
+        return "TIMESTAMPTZ" if t.tz is not None else "TIMESTAMP"
+    if pa.types.is_decimal(t):
+        if t.precision > _NUMERIC_MAX_PRECISION:
+            return _Refusal(
+                f"decimal({t.precision},{t.scale}) (BIGNUMERIC) exceeds Hyper's 38 digits",
+                "CAST({c} AS NUMERIC) AS {c} (or AS FLOAT64 if values exceed NUMERIC)",
+            )
+        return f"NUMERIC({t.precision},{t.scale})"
+    if pa.types.is_uint64(t):
+        return _Refusal("uint64 has no Hyper type", "CAST({c} AS INT64) AS {c}")
+    if pa.types.is_float16(t):
+        return _Refusal("float16 has no Hyper type", "CAST({c} AS FLOAT64) AS {c}")
+    if pa.types.is_nested(t):
+        return _Refusal(
+            f"{t} (ARRAY/STRUCT/MAP) cannot go into a Tableau extract",
+            "TO_JSON_STRING({c}) AS {c}",
+        )
+    if pa.types.is_time(t):
+        return _Refusal(f"{t}: Hyper reads TIME only in microseconds", "CAST({c} AS STRING) AS {c}")
+    if pa.types.is_null(t):
+        return _Refusal("the column has no type (all NULL)", "CAST(NULL AS STRING) AS {c}")
+    return _Refusal(f"{t} has no Hyper type", "CAST({c} AS STRING) AS {c}")
+
+
+def hyper_type_for(arrow_type: pa.DataType, *, file_format_version: int = 3) -> str:
+    """Map an Arrow type (as pyarrow reads it from a Parquet footer) to a Hyper SQL type.
+
+    Args:
+        arrow_type: The column's Arrow type.
+        file_format_version: The Hyper file format the extract will have; 32-bit floats
+            become REAL from version 4 and DOUBLE PRECISION before.
+
+    Returns:
+        The Hyper SQL type, e.g. `NUMERIC(38,9)` or `TIMESTAMPTZ`.
+
+    Raises:
+        BuildError: The type has no Hyper equivalent (lists, structs, maps, uint64,
+            decimals over 38 digits, ...); the message says what to cast it to.
+    """
+    mapped = _map_type(arrow_type, file_format_version)
+    if isinstance(mapped, _Refusal):
+        raise BuildError(f"{mapped.reason}; in the view use {mapped.fix.format(c='<column>')}")
+    return mapped
+
+
+def _bq_name(name: str) -> str:
+    return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
+
+
+def hyper_columns(schema: pa.Schema, *, file_format_version: int) -> tuple[tuple[str, str], ...]:
+    """Derive the extract's columns (name, Hyper SQL type) from a Parquet file's Arrow schema.
+
+    Args:
+        schema: The Arrow schema of the files (all columns become nullable in Hyper).
+        file_format_version: The Hyper file format the extract will have.
+
+    Returns:
+        One (name, Hyper SQL type) per column, in the file's order.
+
+    Raises:
+        BuildError: Naming every column that cannot be stored, with the cast to add to the
+            view, and every NUMERIC column that needs a newer file format.
+    """
+    columns: list[tuple[str, str]] = []
+    refused: list[str] = []
+    too_new: list[str] = []
+    for field in schema:
+        mapped = _map_type(field.type, file_format_version)
+        if isinstance(mapped, _Refusal):
+            fix = mapped.fix.format(c=_bq_name(field.name))
+            refused.append(f"  - {field.name!r}: {mapped.reason}; use {fix}")
+            continue
+        if (
+            file_format_version < NUMERIC128_MIN_VERSION
+            and pa.types.is_decimal(_unwrap(field.type))
+            and _unwrap(field.type).precision > _NUMERIC64_MAX_PRECISION
+        ):
+            too_new.append(f"{field.name!r} {mapped}")
+        columns.append((field.name, mapped))
+    problems: list[str] = []
+    if refused:
+        problems.append(
+            f"{len(refused)} column(s) have types Tableau extracts cannot hold; change the "
+            "BigQuery view:\n" + "\n".join(refused)
+        )
+    if too_new:
+        problems.append(
+            f"NUMERIC with more than 18 digits needs Hyper file format >= "
+            f"{NUMERIC128_MIN_VERSION}, but hyper.file_format_version={file_format_version}: "
+            f"{', '.join(too_new)}. Set hyper.file_format_version=3 (Tableau Server 2023.1+/Cloud) "
+            "or CAST the column to FLOAT64 in the view."
+        )
+    if problems:
+        raise BuildError("\n".join(problems))
+    return tuple(columns)
+
+
+def _read_footers(files: Sequence[Path]) -> tuple[pa.Schema, int]:
+    """Read every file's footer only; return the shared schema and the total row count."""
+    if not files:
+        raise BuildError("No Parquet files to build the extract from; the export produced none.")
+    schema: pa.Schema | None = None
+    first = files[0]
+    total = 0
+    for path in files:
+        try:
+            with pq.ParquetFile(path) as parquet:
+                file_schema = parquet.schema_arrow
+                total += parquet.metadata.num_rows
+        except (OSError, pa.ArrowException) as exc:
+            raise BuildError(f"Cannot read the Parquet footer of {path}: {exc}") from exc
+        if schema is None:
+            schema = file_schema
+        elif not _same_columns(schema, file_schema):
+            raise BuildError(
+                f"{path.name} does not have the same columns as {first.name}; all files of one "
+                "export must share a schema:\n" + _schema_diff(schema, file_schema)
+            )
+    assert schema is not None
+    return schema, total
+
+
+def _same_columns(a: pa.Schema, b: pa.Schema) -> bool:
+    # Nullability and metadata may differ between writers; names and types may not.
+    return [(f.name, f.type) for f in a] == [(f.name, f.type) for f in b]
+
+
+def _schema_diff(a: pa.Schema, b: pa.Schema) -> str:
+    lines = []
+    for i in range(max(len(a), len(b))):
+        left = f"{a[i].name!r} {a[i].type}" if i < len(a) else "(none)"
+        right = f"{b[i].name!r} {b[i].type}" if i < len(b) else "(none)"
+        if left != right:
+            lines.append(f"  column {i + 1}: {left} vs {right}")
+    return "\n".join(lines)
+
+
+def _hyper_message(exc: HyperException) -> str:
+    """The readable part of a Hyper error: main message, hint and causes, without context ids."""
+    parts: list[str] = []
+    cause: BaseException | None = exc
+    while isinstance(cause, HyperException):
+        if cause.main_message:
+            parts.append(cause.main_message.strip())
+        if cause.hint:
+            parts.append(f"Hint: {cause.hint.strip()}")
+        cause = cause.__cause__
+    return "\n".join(parts) or type(exc).__name__
+
+
+def _process_parameters(config: HyperConfig, log_dir: Path) -> dict[str, str]:
+    return {
+        "log_dir": str(log_dir),
+        "default_database_version": str(config.file_format_version),
+    }
+
+
+def _telemetry(config: HyperConfig) -> Telemetry:
+    if config.telemetry:
+        return Telemetry.SEND_USAGE_DATA_TO_TABLEAU
+    return Telemetry.DO_NOT_SEND_USAGE_DATA_TO_TABLEAU
+
+
+def _create_and_load(
+    connection: Connection, columns: Sequence[tuple[str, str]], files: Sequence[Path]
+) -> int:
+    table = TableName(EXTRACT_SCHEMA, EXTRACT_TABLE)
+    connection.catalog.create_schema(EXTRACT_SCHEMA)
+    definition = ", ".join(f"{escape_name(name)} {sql_type}" for name, sql_type in columns)
+    connection.execute_command(f"CREATE TABLE {table} ({definition})")
+    names = ", ".join(escape_name(name) for name, _ in columns)
+    # One external() over an ARRAY of absolute paths: local globs are not expanded by Hyper.
+    sources = ", ".join(escape_string_literal(str(path.resolve())) for path in files)
+    connection.execute_command(
+        f"INSERT INTO {table} ({names}) "
+        f"SELECT {names} FROM external(ARRAY[{sources}], FORMAT => 'parquet')"
+    )
+    return int(connection.execute_scalar_query(f"SELECT COUNT(*) FROM {table}"))
+
+
 def build_hyper(
     files: Sequence[Path],
     out_path: Path,
@@ -33,5 +295,137 @@ def build_hyper(
     expected_rows: int | None,
     log_dir: Path,
 ) -> HyperExtract:
-    """Load the Parquet files into a new .hyper at `out_path` with Hyper's own SQL."""
-    raise NotImplementedError
+    """Load the Parquet files into a new .hyper at `out_path` with Hyper's own SQL.
+
+    Args:
+        files: The downloaded Parquet files of one export; they must share one schema.
+        out_path: Where the extract goes; replaced atomically only after a verified build.
+        config: File format version and telemetry.
+        expected_rows: The export manifest's row count; None to trust the Parquet footers.
+        log_dir: Directory for hyperd.log (created if missing), e.g. the run's work dir.
+
+    Returns:
+        The built extract with its row count and (name, Hyper SQL type) columns.
+
+    Raises:
+        BuildError: Unreadable or mismatched files, unsupported column types, a row count
+            that differs from the manifest, or a Hyper failure. Nothing is left at out_path.
+    """
+    started = time.monotonic()
+    files = [Path(f) for f in files]
+    schema, footer_rows = _read_footers(files)
+    columns = hyper_columns(schema, file_format_version=config.file_format_version)
+    if expected_rows is not None and expected_rows != footer_rows:
+        raise BuildError(
+            f"The export manifest says {expected_rows} rows but the {len(files)} Parquet files "
+            f"hold {footer_rows}; the download is incomplete or stale. Rerun the export."
+        )
+    out_path, log_dir = Path(out_path), Path(log_dir)
+    for directory in (out_path.parent, log_dir):
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BuildError(f"Cannot create directory {directory}: {exc}") from exc
+    # Same directory as out_path, so os.replace is an atomic rename on one filesystem.
+    tmp_path = out_path.with_name(f".{out_path.stem}.{uuid.uuid4().hex}.building.hyper")
+    try:
+        rows = _build(files, tmp_path, columns, config, log_dir)
+        if rows != footer_rows:
+            raise BuildError(
+                f"Hyper loaded {rows} rows from {len(files)} Parquet files that hold "
+                f"{footer_rows}; the extract was not written."
+            )
+        os.replace(tmp_path, out_path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+    size = out_path.stat().st_size
+    logger.info(
+        "Built %s: %d rows, %d columns, %d files, %.1f MB, file format %d, in %.1f s",
+        out_path.name,
+        rows,
+        len(columns),
+        len(files),
+        size / 1e6,
+        config.file_format_version,
+        time.monotonic() - started,
+    )
+    return HyperExtract(
+        path=out_path,
+        rows=rows,
+        columns=columns,
+        file_format_version=config.file_format_version,
+    )
+
+
+def _build(
+    files: Sequence[Path],
+    tmp_path: Path,
+    columns: Sequence[tuple[str, str]],
+    config: HyperConfig,
+    log_dir: Path,
+) -> int:
+    try:
+        with (
+            HyperProcess(
+                telemetry=_telemetry(config),
+                parameters=_process_parameters(config, log_dir),
+            ) as hyper,
+            Connection(hyper.endpoint, tmp_path, CreateMode.CREATE) as connection,
+        ):
+            return _create_and_load(connection, columns, files)
+    except HyperException as exc:
+        names = ", ".join(path.name for path in files[:5]) + (" ..." if len(files) > 5 else "")
+        raise BuildError(
+            f"Hyper could not build the extract from {names}: {_hyper_message(exc)}\n"
+            f"(hyperd.log is in {log_dir})"
+        ) from exc
+
+
+_SQL_NAMES: Final[dict[TypeTag, str]] = {
+    TypeTag.BOOL: "BOOLEAN",
+    TypeTag.SMALL_INT: "SMALLINT",
+    TypeTag.INT: "INTEGER",
+    TypeTag.BIG_INT: "BIGINT",
+    TypeTag.DOUBLE: "DOUBLE PRECISION",
+    TypeTag.FLOAT: "REAL",
+    TypeTag.TEXT: "TEXT",
+    TypeTag.BYTES: "BYTES",
+    TypeTag.DATE: "DATE",
+    TypeTag.TIME: "TIME",
+    TypeTag.TIMESTAMP: "TIMESTAMP",
+    TypeTag.TIMESTAMP_TZ: "TIMESTAMPTZ",
+}
+
+
+def sql_type_name(sql_type: SqlType) -> str:
+    """Spell a Hyper catalog type the way `hyper_type_for` does (e.g. `NUMERIC(38,9)`)."""
+    if sql_type.tag == TypeTag.NUMERIC:
+        return f"NUMERIC({sql_type.precision},{sql_type.scale})"
+    return _SQL_NAMES.get(sql_type.tag, str(sql_type))
+
+
+def read_extract_columns(path: Path, *, log_dir: Path | None = None) -> tuple[tuple[str, str], ...]:
+    """Read the (name, Hyper SQL type) columns of "Extract"."Extract" in an existing .hyper.
+
+    Args:
+        path: The .hyper file.
+        log_dir: Where hyperd.log goes; None disables Hyper's log.
+
+    Returns:
+        The columns, spelled like `HyperExtract.columns`.
+
+    Raises:
+        BuildError: The file cannot be opened or has no "Extract"."Extract" table.
+    """
+    parameters = {"log_config": ""} if log_dir is None else {"log_dir": str(log_dir)}
+    try:
+        with (
+            HyperProcess(Telemetry.DO_NOT_SEND_USAGE_DATA_TO_TABLEAU, parameters=parameters) as hp,
+            Connection(hp.endpoint, Path(path), CreateMode.NONE) as connection,
+        ):
+            table = connection.catalog.get_table_definition(
+                TableName(EXTRACT_SCHEMA, EXTRACT_TABLE)
+            )
+            return tuple((col.name.unescaped, sql_type_name(col.type)) for col in table.columns)
+    except HyperException as exc:
+        raise BuildError(f"Cannot read the columns of {path}: {_hyper_message(exc)}") from exc
