@@ -1,10 +1,258 @@
-"""PLACEHOLDER pinned by the skeleton; the Hyper/Tableau issue replaces it."""
+"""The Tableau Server / Cloud site this pipeline publishes to, and how it signs in.
 
+A sign-in exchanges either a personal access token (PAT: name + secret) or a connected-app JWT
+(direct trust: the block mints a fresh, 5-minute JWT per sign-in, signed with the app's secret)
+for a REST session token. Nothing is cached: every publish signs in once and always signs out.
+
+Tableau allows ONE session per PAT at a time; a second sign-in with the same token ends the
+first session, which then fails with 401002. Publishes that share a token must therefore be
+serialized; `TableauServer.concurrency_key` names the Prefect concurrency limit to use.
+
+REST reference: https://help.tableau.com/current/api/rest_api/en-us/REST/rest_api_ref_authentication.htm
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Final, Literal
+
+import jwt
+import requests
+import tableauserverclient as tsc
 from prefect.blocks.core import Block
+from pydantic import Field, SecretStr, field_validator, model_validator
+from tableauserverclient.server.endpoint.exceptions import (
+    FailedSignInError,
+    InternalServerError,
+    ServerResponseError,
+)
+
+from flows.errors import PublishError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_JWT_SCOPES: Final[tuple[str, ...]] = (
+    "tableau:content:read",
+    "tableau:datasources:create",
+    "tableau:datasources:update",
+    "tableau:datasources:download",
+    "tableau:projects:create",
+    "tableau:jobs:read",
+)
+"""What publish() calls: list/download datasources, publish, update data, create projects, jobs."""
+
+JWT_LIFETIME: Final[dt.timedelta] = dt.timedelta(minutes=5)
+"""Tableau accepts at most 10 minutes; the JWT is only used for the one sign-in request."""
+
+PAT_SESSION_TAKEN: Final[str] = "401002"
+"""Error code Tableau returns when a PAT's session was replaced by another sign-in."""
+
+
+def explain_sign_in_failure(exc: FailedSignInError, block: TableauServer) -> str:
+    """Turn a 401 from Tableau into a message that says what to fix (no secrets)."""
+    site = repr(block.site) if block.site else "'' (the default site)"
+    if str(exc.code) == PAT_SESSION_TAKEN:
+        return (
+            f"Tableau ended the session of token {block.token_name!r} on {block.server_url} "
+            f"site {site} (401002): the token signed in again elsewhere. A personal access "
+            "token allows one session at a time, so runs sharing it must not overlap: put "
+            f"publishes under the Prefect concurrency limit {block.concurrency_key!r} (limit 1) "
+            "or give each deployment its own token."
+        )
+    if block.auth_method == "pat":
+        who = f"personal access token {block.token_name!r}"
+        fix = (
+            "Check the token name and secret in the block; PATs expire after 15 days unused "
+            "and when revoked — create a new one under My Account Settings"
+        )
+    else:
+        who = f"connected app {block.client_id!r} (user {block.username!r})"
+        fix = (
+            "Check client_id/secret_id/secret_value, that the connected app and its secret are "
+            "enabled, that the user exists on the site, that the app allows the scopes "
+            f"{list(block.jwt_scopes)}, and that this machine's clock is right (UTC)"
+        )
+    return (
+        f"Tableau rejected the sign-in of {who} to {block.server_url} site {site} "
+        f"({exc.code or 401}: {exc.summary}). {fix}. Also check the site: it is the content URL "
+        "from the browser address (…/#/site/<content-url>/…), '' for the default site."
+    )
 
 
 class TableauServer(Block):
-    """A Tableau Server or Cloud site and how to sign in to it."""
+    """A Tableau Server or Cloud site and how to sign in to it (PAT or connected-app JWT).
+
+    Secrets are `SecretStr`: they never appear in reprs, logs, exceptions or the block
+    document shown by the UI/API.
+    """
 
     _block_type_name = "Tableau Server"
     _block_type_slug = "tableau-server"
+    _description = "A Tableau Server/Cloud site, signed in to with a PAT or a connected-app JWT."
+
+    server_url: str = Field(
+        description="Base URL of Tableau Server or Cloud, e.g. https://prod-apnortheast-a.online.tableau.com."
+    )
+    site: str = Field(
+        "",
+        description="Site content URL (the part after /site/ in the browser); '' = default site.",
+    )
+    token_name: str | None = Field(None, description="Personal access token name (PAT auth).")
+    token_secret: SecretStr | None = Field(
+        None, description="Personal access token secret (PAT auth)."
+    )
+    client_id: str | None = Field(None, description="Connected app client ID (JWT auth).")
+    secret_id: str | None = Field(None, description="Connected app secret ID (JWT auth).")
+    secret_value: SecretStr | None = Field(
+        None, description="Connected app secret value (JWT auth)."
+    )
+    username: str | None = Field(
+        None, description="Tableau user the connected app signs in as (JWT auth)."
+    )
+    jwt_scopes: tuple[str, ...] = Field(
+        DEFAULT_JWT_SCOPES, description="Scopes requested in the JWT (JWT auth)."
+    )
+    verify_ssl: bool = Field(
+        True, description="Verify the server's TLS certificate. Turn off only for tests."
+    )
+    http_timeout: float = Field(
+        600,
+        gt=0,
+        description="Seconds to wait for one HTTP response; raise it if large publishes time out.",
+    )
+
+    @field_validator("server_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if not value.startswith(("https://", "http://")):
+            raise ValueError(f"server_url {value!r} must start with https://")
+        return value
+
+    @model_validator(mode="after")
+    def _check_auth(self) -> TableauServer:
+        pat = (self.token_name, self.token_secret)
+        app = (self.client_id, self.secret_id, self.secret_value, self.username)
+        if any(pat) and any(app):
+            raise ValueError(
+                "Choose one auth method: token_name/token_secret (PAT) or "
+                "client_id/secret_id/secret_value/username (connected app), not both"
+            )
+        if any(pat) and not all(pat):
+            raise ValueError("PAT auth needs both token_name and token_secret")
+        if any(app) and not all(app):
+            names = ("client_id", "secret_id", "secret_value", "username")
+            missing = [n for n, v in zip(names, app, strict=True) if not v]
+            raise ValueError(f"Connected-app auth is missing {', '.join(missing)}")
+        if not any(pat) and not any(app):
+            raise ValueError(
+                "No credentials: set token_name + token_secret (PAT), or client_id + secret_id + "
+                "secret_value + username (connected app)"
+            )
+        return self
+
+    @property
+    def auth_method(self) -> Literal["pat", "jwt"]:
+        """Which credentials the block holds."""
+        return "pat" if self.token_name else "jwt"
+
+    @property
+    def concurrency_key(self) -> str:
+        """Name of the Prefect concurrency limit that serializes sign-ins sharing a token.
+
+        Derived from server, site and token name (or app client id + user); no secret inside.
+        """
+        who = self.token_name if self.auth_method == "pat" else f"{self.client_id}/{self.username}"
+        digest = hashlib.sha256(f"{self.server_url}|{self.site}|{who}".encode()).hexdigest()
+        return f"tableau-{self.auth_method}-{digest[:12]}"
+
+    def _mint_jwt(self, now: dt.datetime | None = None) -> str:
+        assert self.secret_value is not None  # the validator guarantees it
+        now = now or dt.datetime.now(dt.UTC)
+        claims = {
+            "iss": self.client_id,
+            "sub": self.username,
+            "aud": "tableau",
+            "exp": now + JWT_LIFETIME,
+            "jti": str(uuid.uuid4()),
+            "scp": list(self.jwt_scopes),
+        }
+        headers = {"kid": self.secret_id, "iss": self.client_id}
+        return jwt.encode(
+            claims, self.secret_value.get_secret_value(), algorithm="HS256", headers=headers
+        )
+
+    def _credentials(self) -> tsc.models.tableau_auth.Credentials:
+        if self.auth_method == "pat":
+            assert self.token_secret is not None
+            return tsc.PersonalAccessTokenAuth(
+                self.token_name, self.token_secret.get_secret_value(), site_id=self.site
+            )
+        return tsc.JWTAuth(self._mint_jwt(), site_id=self.site)
+
+    @contextmanager
+    def sign_in(self) -> Iterator[tsc.Server]:
+        """Sign in, yield the TSC server on the site's REST version, and always sign out.
+
+        Raises:
+            PublishError: the sign-in was refused (not retryable; the message says what to
+                fix) or Tableau could not be reached (retryable unless it is a TLS problem).
+        """
+        server = tsc.Server(
+            self.server_url,
+            use_server_version=True,  # else TSC stays on REST 2.4; update_hyper_data needs 3.13
+            http_options={"timeout": self.http_timeout, "verify": self.verify_ssl},
+        )
+        try:
+            self._sign_in(server)
+            logger.info(
+                "Signed in to %s site %r (REST API %s)", self.server_url, self.site, server.version
+            )
+            yield server
+        finally:
+            self._sign_out(server)
+
+    def _sign_in(self, server: tsc.Server) -> None:
+        where = f"{self.server_url} (site {self.site!r})"
+        # `from None`: the vendor exception chains to the sign-in request, whose body holds the
+        # secret; it must not travel into logs or persisted task states.
+        try:
+            server.auth.sign_in(self._credentials())
+        except FailedSignInError as exc:
+            raise PublishError(explain_sign_in_failure(exc, self), retryable=False) from None
+        except ServerResponseError as exc:
+            raise PublishError(
+                f"Tableau refused the sign-in to {where}: {exc.code} {exc.summary}: {exc.detail}",
+                retryable=False,
+            ) from None
+        except requests.exceptions.SSLError as exc:
+            raise PublishError(
+                f"TLS verification of {self.server_url} failed ({type(exc).__name__}). Install "
+                "the server's CA certificate (REQUESTS_CA_BUNDLE) or fix server_url.",
+                retryable=False,
+            ) from None
+        except (InternalServerError, requests.ConnectionError, requests.Timeout) as exc:
+            raise PublishError(
+                f"Could not sign in to {where}: {type(exc).__name__} "
+                f"{getattr(exc, 'code', '')}. Tableau is down or unreachable; the task retries.",
+                retryable=True,
+            ) from None
+
+    def _sign_out(self, server: tsc.Server) -> None:
+        try:
+            if server.is_signed_in():
+                server.auth.sign_out()
+                logger.info("Signed out of %s", self.server_url)
+        except Exception as exc:  # never hide the publish's own outcome behind a sign-out error
+            logger.warning(
+                "Sign-out from %s failed (%s); the session expires on its own",
+                self.server_url,
+                type(exc).__name__,
+            )
+        finally:
+            server.close()
