@@ -235,12 +235,18 @@ def _same_columns(a: pa.Schema, b: pa.Schema) -> bool:
 
 
 def _schema_diff(a: pa.Schema, b: pa.Schema) -> str:
-    lines = []
-    for i in range(max(len(a), len(b))):
-        left = f"{a[i].name!r} {a[i].type}" if i < len(a) else "(none)"
-        right = f"{b[i].name!r} {b[i].type}" if i < len(b) else "(none)"
-        if left != right:
-            lines.append(f"  column {i + 1}: {left} vs {right}")
+    """Column-by-column differences of `b` against `a`, by name."""
+    types_a = {f.name: f.type for f in a}
+    types_b = {f.name: f.type for f in b}
+    lines = [f"  missing: {n!r} {t}" for n, t in types_a.items() if n not in types_b]
+    lines += [f"  extra: {n!r} {t}" for n, t in types_b.items() if n not in types_a]
+    lines += [
+        f"  {n!r}: {t} vs {types_b[n]}"
+        for n, t in types_a.items()
+        if n in types_b and types_b[n] != t
+    ]
+    if not lines:
+        lines = [f"  same columns in another order: {', '.join(map(repr, b.names))}"]
     return "\n".join(lines)
 
 
