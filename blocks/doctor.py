@@ -1,0 +1,396 @@
+"""Diagnose the AWS -> Google Workload Identity chain from inside the ECS task, step by step.
+
+Each step is a small function that reads and fills a shared `_Run` and returns a `StepResult`;
+the first failure stops the run and the later steps are reported as skipped. A failed step
+carries the fix from `blocks.explain`'s table. Nothing secret is printed: no AWS keys, session
+tokens or Google access tokens, only where credentials came from, the caller ARN and the
+mapped attributes.
+
+    python -m blocks doctor --block NAME [--condition CEL] [--bucket B]
+
+Steps: AWS credentials -> AWS region -> caller ARN (signed GetCallerIdentity) -> attribute
+mapping and condition (CEL) -> Google STS exchange -> service-account impersonation -> a cheap
+real call (BigQuery dry run, or listing the bucket).
+"""
+
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any, Final, Literal
+
+import google.auth.transport.requests
+from google.auth import aws, exceptions, impersonated_credentials
+from google.auth.credentials import Credentials
+
+from blocks.cel import DEFAULT_AWS_MAPPING, evaluate_condition, evaluate_mapping
+from blocks.credentials import AwsWorkloadIdentityCredentials
+from blocks.ecs import AwsEcsTaskRoleSupplier
+from blocks.explain import (
+    FixContext,
+    Stage,
+    admitting_condition,
+    explain_google_auth_error,
+)
+
+Status = Literal["PASS", "WARN", "FAIL", "SKIP"]
+AWS_STS_ENDPOINT: Final = "https://sts.{region}.amazonaws.com"
+_GET_CALLER_IDENTITY: Final = "?Action=GetCallerIdentity&Version=2011-06-15"
+_STS_NS: Final = {"sts": "https://sts.amazonaws.com/doc/2011-06-15/"}
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """The outcome of one step: status, what was found (no secrets) and, on failure, the fix."""
+
+    name: str
+    status: Status
+    details: tuple[tuple[str, str], ...] = ()
+    fix: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("PASS", "WARN")
+
+
+@dataclass(frozen=True)
+class DoctorOptions:
+    """What to check, from the command line.
+
+    Attributes:
+        condition: The provider's attribute condition (CEL) to test the mapped attributes with.
+        mapping: The provider's attribute mapping; Google's documented AWS mapping by default.
+        bucket: List this bucket as the cheap call instead of a BigQuery dry run.
+        aws_sts_endpoint: Send the signed GetCallerIdentity here instead of to the regional
+            AWS STS endpoint (a VPC endpoint, or a local stand-in in tests).
+        environ: The process environment (read only), for the ECS checks.
+    """
+
+    condition: str | None = None
+    mapping: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_AWS_MAPPING))
+    bucket: str | None = None
+    aws_sts_endpoint: str | None = None
+    environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
+
+
+@dataclass
+class _Run:
+    """State the steps hand on to each other."""
+
+    block: AwsWorkloadIdentityCredentials
+    options: DoctorOptions
+    supplier: AwsEcsTaskRoleSupplier
+    request: Callable[..., Any]
+    context: FixContext
+    aws_credentials: aws.AwsSecurityCredentials | None = None
+    region: str | None = None
+    assertion: dict[str, str] = field(default_factory=dict)
+    sts_credentials: Credentials | None = None
+
+    def learn(self, **values: str | None) -> None:
+        self.context = replace(self.context, **values)
+
+    def failed(
+        self, name: str, exc: BaseException, stage: Stage, details: tuple[tuple[str, str], ...] = ()
+    ) -> StepResult:
+        """A FAIL result with the error's message and the fix the table knows for it."""
+        message = _first_line(exc)
+        fix = explain_google_auth_error(exc, replace(self.context, stage=stage))
+        return StepResult(name, "FAIL", (*details, ("error", message)), fix)
+
+
+def _first_line(exc: BaseException) -> str:
+    # google-auth's errors carry the response body as a second argument; the message is first.
+    text = str(exc.args[0]) if exc.args else type(exc).__name__
+    return text if len(text) < 600 else text[:600] + " ..."
+
+
+# -- the steps ---------------------------------------------------------------------------------
+
+
+def _aws_credentials(run: _Run, name: str) -> StepResult:
+    try:
+        run.aws_credentials = run.supplier.get_aws_security_credentials(None, run.request)
+    except exceptions.GoogleAuthError as exc:
+        return run.failed(name, exc, "aws")
+    source = run.supplier.last_source
+    if source is None:  # a supplier without provenance: still usable
+        return StepResult(name, "PASS", (("source", "unknown"),))
+    details = [("source", source.kind), ("from", source.where)]
+    if source.role_arn:
+        details.append(("role", source.role_arn))
+    details.append(("expires", _expiry(source.expiration)))
+    env = run.options.environ
+    if source.kind == "imds" and env.get("ECS_CONTAINER_METADATA_URI_V4"):
+        return StepResult(
+            name,
+            "WARN",
+            tuple(details),
+            "These are the EC2 *instance* role's credentials, not a task role's: this runs in "
+            "an ECS task (ECS_CONTAINER_METADATA_URI_V4 is set) but the container got no "
+            "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI. Every task on the host shares the "
+            "instance role (least privilege). Set taskRoleArn in the task definition, and make "
+            "the provider's condition admit only that task role.",
+        )
+    if source.warning:
+        return StepResult(name, "WARN", tuple(details), source.warning)
+    return StepResult(name, "PASS", tuple(details))
+
+
+def _aws_region(run: _Run, name: str) -> StepResult:
+    try:
+        run.region = run.supplier.get_aws_region(None, run.request)
+    except exceptions.GoogleAuthError as exc:
+        return run.failed(name, exc, "aws")
+    env = run.options.environ
+    origin = next((v for v in ("AWS_REGION", "AWS_DEFAULT_REGION") if env.get(v)), "ECS metadata")
+    return StepResult(name, "PASS", (("region", run.region), ("from", origin)))
+
+
+def _caller_identity(run: _Run, name: str) -> StepResult:
+    assert run.aws_credentials is not None and run.region is not None
+    signed_url = AWS_STS_ENDPOINT.format(region=run.region) + "/" + _GET_CALLER_IDENTITY
+    # Sign exactly what google-auth signs into the subject token (Host included), then send
+    # it to the override, if any: Google STS replays the same request to AWS.
+    signed = aws.RequestSigner(run.region).get_request_options(
+        run.aws_credentials, signed_url, "POST"
+    )
+    url = signed_url
+    if run.options.aws_sts_endpoint:
+        url = run.options.aws_sts_endpoint.rstrip("/") + "/" + _GET_CALLER_IDENTITY
+    details = (("signed for", signed_url.split("?")[0]), ("sent to", url.split("?")[0]))
+    try:
+        response = run.request(url=url, method="POST", headers=signed["headers"], timeout=10)
+    except exceptions.TransportError as exc:
+        error = exceptions.TransportError(f"AWS STS {url}: cannot connect ({exc})")
+        return run.failed(name, error, "aws", details)
+    body = response.data.decode() if isinstance(response.data, bytes) else str(response.data)
+    if response.status != 200:
+        code, message = _aws_error(body)
+        status = f"HTTP {response.status} {code}".strip()
+        error = exceptions.RefreshError(f"AWS STS answered {status}: {message}")
+        return run.failed(name, error, "aws", details)
+    run.assertion = _caller(body)
+    run.learn(arn=run.assertion.get("arn"))
+    return StepResult(name, "PASS", (*details, *run.assertion.items()))
+
+
+def _mapping_and_condition(run: _Run, name: str) -> StepResult:
+    condition = run.options.condition
+    try:
+        attributes = evaluate_mapping(run.options.mapping, run.assertion)
+    except ValueError as exc:
+        return StepResult(name, "FAIL", (("error", str(exc)),), "Fix the --mapping expression.")
+    run.learn(role=attributes.get("attribute.aws_role"), condition=condition)
+    details = tuple(attributes.items())
+    if not condition:
+        note = "not given: pass the provider's attributeCondition as --condition to test it"
+        return StepResult(name, "PASS", (*details, ("condition", note)))
+    details = (*details, ("condition", condition))
+    try:
+        admitted = evaluate_condition(condition, attributes, assertion=run.assertion)
+    except ValueError as exc:
+        return StepResult(name, "FAIL", (*details, ("error", str(exc))), "Fix the --condition.")
+    if admitted:
+        return StepResult(name, "PASS", (*details, ("result", "admitted")))
+    role = run.context.role
+    fix = (
+        f"The condition rejects {run.context.arn} (attribute.aws_role = {role}). Run the task "
+        f"with a role it admits, or change the provider's condition to admit this one, e.g. "
+        f"{admitting_condition(condition, role)}"
+    )
+    return StepResult(name, "FAIL", (*details, ("result", "REJECTED")), fix)
+
+
+def _sts_exchange(run: _Run, name: str) -> StepResult:
+    config = run.block.credential_config
+    info = {
+        k: v
+        for k, v in config.items()
+        if k not in ("credential_source", "service_account_impersonation_url")
+        and k != "service_account_impersonation"
+    }
+    details = (("audience", str(config.get("audience"))), ("token_url", str(info.get("token_url"))))
+    try:
+        credentials = aws.Credentials.from_info(
+            info, aws_security_credentials_supplier=run.supplier, scopes=list(run.block.scopes)
+        )
+        credentials.refresh(run.request)
+    except (exceptions.GoogleAuthError, ValueError) as exc:
+        result = run.failed(name, exc, "sts", details)
+        if run.context.condition and "condition" in (result.fix or ""):
+            # Our CEL said yes but Google said no: the provider's condition is another one.
+            extra = (
+                " The --condition you passed admits this role, so the provider's real condition "
+                "differs: read it with `gcloud iam workload-identity-pools providers describe` "
+                "and pass it as --condition."
+            )
+            result = replace(result, fix=(result.fix or "") + extra)
+        return result
+    run.sts_credentials = credentials
+    return StepResult(name, "PASS", (*details, ("federated token", "issued")))
+
+
+def _impersonation(run: _Run, name: str) -> StepResult:
+    url = run.block.credential_config.get("service_account_impersonation_url")
+    email = run.block.service_account_email
+    if not url or not email:
+        return StepResult(
+            name,
+            "PASS",
+            (("service account", "none: the federated identity calls Google APIs directly"),),
+        )
+    details = (("service account", email),)
+    credentials = impersonated_credentials.Credentials(
+        source_credentials=run.sts_credentials,
+        target_principal=email,
+        target_scopes=list(run.block.scopes),
+        lifetime=run.block.token_lifetime_seconds or 3600,
+        iam_endpoint_override=url,
+    )
+    try:
+        credentials.refresh(run.request)
+    except exceptions.GoogleAuthError as exc:
+        return run.failed(name, exc, "iam", details)
+    return StepResult(name, "PASS", (*details, ("access token", "issued")))
+
+
+def _cheap_call(run: _Run, name: str) -> StepResult:
+    bucket = run.options.bucket
+    project = run.block.project
+    try:
+        if bucket:
+            name = f"{name}: list gs://{bucket}"
+            client = run.block.get_cloud_storage_client()
+            found = sum(1 for _ in client.list_blobs(bucket, max_results=1))
+            return StepResult(name, "PASS", (("objects seen", str(found)),))
+        name = f"{name}: BigQuery dry run in project {project}"
+        from google.cloud import bigquery  # the doctor's only BigQuery use
+
+        job = run.block.get_bigquery_client().query(
+            "SELECT 1", job_config=bigquery.QueryJobConfig(dry_run=True, use_query_cache=False)
+        )
+        return StepResult(name, "PASS", (("bytes processed", str(job.total_bytes_processed)),))
+    except Exception as exc:  # any client error is a finding here, and it is translated
+        return run.failed(name, exc, "api")
+
+
+STEPS: Final[tuple[tuple[str, Callable[[_Run, str], StepResult]], ...]] = (
+    ("AWS credentials", _aws_credentials),
+    ("AWS region", _aws_region),
+    ("Caller ARN (AWS STS GetCallerIdentity)", _caller_identity),
+    ("Attribute mapping and condition (CEL)", _mapping_and_condition),
+    ("Google STS token exchange", _sts_exchange),
+    ("Service-account impersonation (IAM generateAccessToken)", _impersonation),
+    ("A cheap real call with the final credentials", _cheap_call),
+)
+"""The checks in order; each gets the shared state and its title."""
+
+
+def diagnose(
+    block: AwsWorkloadIdentityCredentials,
+    options: DoctorOptions | None = None,
+    *,
+    supplier: AwsEcsTaskRoleSupplier | None = None,
+    request: Callable[..., Any] | None = None,
+) -> list[StepResult]:
+    """Run the steps in order and stop at the first failure.
+
+    Args:
+        block: The credentials block under test.
+        options: What to check.
+        supplier: The AWS supplier to use (default: the block's); the block then uses it too.
+        request: google-auth transport for every HTTP call of steps 1-6.
+
+    Returns:
+        One result per step; those after a failure have status SKIP.
+    """
+    options = options or DoctorOptions()
+    if supplier is not None:
+        block.with_runtime(supplier=supplier)
+    config = block.credential_config
+    run = _Run(
+        block=block,
+        options=options,
+        supplier=block.supplier,
+        request=request or google.auth.transport.requests.Request(),
+        context=FixContext(
+            audience=config.get("audience"),
+            service_account=block.service_account_email,
+            project=block.project,
+            bucket=options.bucket,
+            condition=options.condition,
+        ),
+    )
+    results: list[StepResult] = []
+    for index, (name, step) in enumerate(STEPS):
+        result = step(run, name)
+        results.append(result)
+        if not result.ok:
+            results.extend(
+                StepResult(later, "SKIP", (("skipped", "an earlier step failed"),))
+                for later, _ in STEPS[index + 1 :]
+            )
+            break
+    return results
+
+
+def exit_code(results: list[StepResult]) -> int:
+    """0 when no step failed (warnings included), 1 otherwise."""
+    return 0 if all(r.status != "FAIL" for r in results) else 1
+
+
+def render(results: list[StepResult], *, block_name: str | None = None) -> str:
+    """Plain text for a terminal or CloudWatch: one block per step, then the verdict."""
+    title = "Workload Identity doctor" + (f" for block {block_name!r}" if block_name else "")
+    lines = [title, "=" * len(title)]
+    for number, result in enumerate(results, 1):
+        lines.append(f"{number}. [{result.status}] {result.name}")
+        width = max((len(k) for k, _ in result.details), default=0)
+        lines.extend(f"     {key.ljust(width)} : {value}" for key, value in result.details)
+        if result.fix:
+            label = "FIX" if result.status == "FAIL" else "NOTE"
+            first, *rest = result.fix.splitlines()
+            lines.append(f"     {label}: {first}")
+            lines.extend(f"     {line}" for line in rest)
+    failed = next((r for r in results if r.status == "FAIL"), None)
+    warned = [r for r in results if r.status == "WARN"]
+    if failed:
+        lines.append(f"RESULT: FAIL at '{failed.name}'")
+    else:
+        lines.append("RESULT: PASS" + (f" with {len(warned)} warning(s)" if warned else ""))
+    return "\n".join(lines) + "\n"
+
+
+def _expiry(expiration: datetime | None) -> str:
+    if expiration is None:
+        return "never (static keys)"
+    left = expiration - datetime.now(UTC)
+    minutes = int(left.total_seconds() // 60)
+    when = f"in {minutes // 60}h {minutes % 60:02d}m" if minutes >= 0 else "ALREADY EXPIRED"
+    return f"{expiration.isoformat()} ({when})"
+
+
+def _caller(body: str) -> dict[str, str]:
+    root = ET.fromstring(body)  # noqa: S314 - AWS STS's answer, no entities
+    result = root.find(".//sts:GetCallerIdentityResult", _STS_NS)
+    if result is None:
+        result = root.find(".//GetCallerIdentityResult")
+    values: dict[str, str] = {}
+    for child in list(result) if result is not None else []:
+        key = child.tag.rsplit("}", 1)[-1].lower()  # Arn -> arn, UserId -> userid
+        values[key] = (child.text or "").strip()
+    return {k: values[k] for k in ("arn", "account", "userid") if k in values}
+
+
+def _aws_error(body: str) -> tuple[str, str]:
+    try:
+        root = ET.fromstring(body)  # noqa: S314 - AWS STS's answer, no entities
+    except ET.ParseError:
+        return "", body[:200]
+    code = next((e.text for e in root.iter() if e.tag.endswith("Code")), "") or ""
+    message = next((e.text for e in root.iter() if e.tag.endswith("Message")), "") or ""
+    return code, message
