@@ -1,19 +1,89 @@
 """Step 4: publish a Hyper extract to Tableau, idempotent per date (the only TSC importer).
 
-INTERFACE PINNED BY THE SKELETON; the Hyper/Tableau issue implements it.
+Modes (`TableauConfig.mode`):
+- replace_date: the first publish creates the datasource from the .hyper; every later run sends
+  ONE `update_hyper_data` batch ("delete the rows of run_date, insert the day's rows"), which
+  Tableau applies atomically, so a rerun or backfill of any date leaves that date's rows once.
+- append: publish mode Append (reruns duplicate the day: the classic behaviour).
+- overwrite: publish mode Overwrite, the whole datasource becomes this extract.
+- upsert: an `upsert` action matching on `upsert_keys`.
+
+Before changing an existing datasource (all modes but overwrite) the published columns are read
+from the datasource downloaded WITHOUT its extract (the .tds metadata records; works on Server and
+Cloud) and compared with the extract's; a difference raises SchemaDriftError, changing nothing.
+
+REST: https://help.tableau.com/current/api/rest_api/en-us/REST/rest_api_how_to_update_data_to_hyper.htm
 """
 
 from __future__ import annotations
 
+import io
+import logging
+import shutil
+import tempfile
+import uuid
+import zipfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
 
+import requests
+import tableauserverclient as tsc
+from defusedxml import ElementTree as ET
+from tableauhyperapi import (
+    Connection,
+    CreateMode,
+    HyperProcess,
+    TableName,
+    Telemetry,
+    escape_name,
+    escape_string_literal,
+)
+from tableauserverclient.server.endpoint.exceptions import (
+    FailedSignInError,
+    InternalServerError,
+    JobCancelledException,
+    JobFailedException,
+    ServerResponseError,
+)
+from tableauserverclient.server.exceptions import EndpointUnavailableError
+
+from blocks.tableau import explain_sign_in_failure
 from flows.config import TableauConfig
-from flows.hyper import HyperExtract
+from flows.errors import ConfigError, PipelineError, PublishError, SchemaDriftError, is_retryable
+from flows.hyper import EXTRACT_SCHEMA, EXTRACT_TABLE, HyperExtract
 
 if TYPE_CHECKING:
     from blocks.tableau import TableauServer
+
+logger = logging.getLogger(__name__)
+
+UPDATE_API_VERSION: Final[str] = "3.13"
+"""update_hyper_data needs REST API 3.13 (Tableau Server 2021.3+, Tableau Cloud)."""
+AS_JOB_MIN_BYTES: Final[int] = 64 * 1024 * 1024
+"""Publish files this big as an asynchronous job; TSC also uploads them in chunks from 64 MB."""
+RUN_DATE_TABLE: Final[str] = "pipeline_run_date"
+"""Payload table holding only the run date: a delete's source may hold only condition columns."""
+_FILTER_UNSAFE: Final[str] = ",&:[]"  # the REST filter grammar cannot escape these
+
+# Tableau's logical types (the .tds <local-type>) of the Hyper SQL types the build writes.
+_LOCAL_TYPES: Final[dict[str, str]] = {
+    "BOOLEAN": "boolean",
+    "SMALLINT": "integer",
+    "INTEGER": "integer",
+    "BIGINT": "integer",
+    "DOUBLE PRECISION": "real",
+    "REAL": "real",
+    "NUMERIC": "real",
+    "TEXT": "string",
+    "BYTES": "string",
+    "DATE": "date",
+    "TIMESTAMP": "datetime",
+    "TIMESTAMPTZ": "datetime",
+}
 
 
 @dataclass(frozen=True)
@@ -30,6 +100,297 @@ class PublishResult:
     url: str | None  # the datasource's page, for the run report
 
 
+def local_type(hyper_type: str) -> str:
+    """Tableau's logical type of a Hyper SQL type, e.g. NUMERIC(38,9) -> real."""
+    return _LOCAL_TYPES.get(hyper_type.split("(")[0].strip().upper(), hyper_type.lower())
+
+
+def schema_drift(
+    published: Sequence[tuple[str, str]], extract: Sequence[tuple[str, str]]
+) -> list[str]:
+    """Column-by-column differences between the published datasource and the extract.
+
+    Args:
+        published: (name, Tableau logical type) from the datasource's .tds.
+        extract: (name, Hyper SQL type) of the extract.
+
+    Returns:
+        One line per added, removed or retyped column; empty when they match.
+    """
+    old = dict(published)
+    new = {name: (sql, local_type(sql)) for name, sql in extract}
+    lines = [f"  + {n}: {sql} (new column)" for n, (sql, _) in new.items() if n not in old]
+    lines += [
+        f"  - {n}: {kind} (missing from the extract)" for n, kind in old.items() if n not in new
+    ]
+    lines += [
+        f"  ~ {n}: published {old[n]}, extract {sql} ({kind})"
+        for n, (sql, kind) in new.items()
+        if n in old and old[n] != kind
+    ]
+    return lines
+
+
+def parse_tds_columns(content: bytes) -> list[tuple[str, str]]:
+    """(name, logical type) of the extract table's columns in a downloaded .tds or .tdsx."""
+    if content[:2] == b"PK":
+        with zipfile.ZipFile(io.BytesIO(content)) as archive:
+            names = [n for n in archive.namelist() if n.endswith(".tds")]
+            if not names:
+                return []
+            content = archive.read(names[0])
+    columns = []
+    for record in ET.fromstring(content).iter("metadata-record"):
+        parent = record.findtext("parent-name") or f"[{EXTRACT_TABLE}]"
+        if record.get("class") == "column" and parent == f"[{EXTRACT_TABLE}]":
+            columns.append(
+                (record.findtext("remote-name") or "", record.findtext("local-type") or "")
+            )
+    return columns
+
+
+def _explain(exc: Exception, step: str, server: TableauServer) -> PublishError:
+    if isinstance(exc, FailedSignInError):
+        return PublishError(explain_sign_in_failure(exc, server), retryable=False)
+    if isinstance(exc, EndpointUnavailableError):
+        return PublishError(
+            f"Tableau cannot {step}: {exc}. Updating data needs REST API {UPDATE_API_VERSION}+ "
+            "(Tableau Server 2021.3+ or Cloud); use tableau.mode=overwrite on older servers.",
+            retryable=False,
+        )
+    if isinstance(exc, InternalServerError):
+        return PublishError(
+            f"Tableau answered HTTP {exc.code} while trying to {step}; this is usually "
+            "transient and the task retries.",
+            retryable=True,
+        )
+    if isinstance(exc, ServerResponseError):
+        code = str(exc.code or "")
+        hint = {
+            "403": " The signing-in user needs site role Creator or Explorer (can publish) and "
+            "the Publish permission on the project (plus Overwrite for existing datasources).",
+            "404": " Check tableau.project and tableau.datasource.",
+            "409": " Another run may have created it concurrently; rerun.",
+        }.get(code[:3], "")
+        return PublishError(
+            f"Tableau refused to {step}: {code} {exc.summary}: {exc.detail}.{hint}",
+            retryable=is_retryable(exc),
+        )
+    if isinstance(exc, requests.ConnectionError | requests.Timeout):
+        return PublishError(
+            f"Lost the connection to {server.server_url} while trying to {step} "
+            f"({type(exc).__name__}); the task retries.",
+            retryable=True,
+        )
+    raise exc
+
+
+@contextmanager
+def _step(what: str, server: TableauServer) -> Iterator[None]:
+    """Translate TSC errors raised while doing `what` into PublishError."""
+    try:
+        yield
+    except PipelineError:
+        raise
+    except (
+        FailedSignInError,  # a 401 mid-run: the session ended (401002) or expired
+        ServerResponseError,
+        InternalServerError,
+        EndpointUnavailableError,
+    ) as exc:
+        raise _explain(exc, what, server) from exc
+    except (requests.ConnectionError, requests.Timeout) as exc:
+        raise _explain(exc, what, server) from exc
+
+
+def _by_name(endpoint: object, name: str) -> Iterator[object]:
+    options = tsc.RequestOptions(pagesize=1000)
+    if not any(c in name for c in _FILTER_UNSAFE):
+        options.filter.add(tsc.Filter("name", tsc.RequestOptions.Operator.Equals, name))
+    return (item for item in tsc.Pager(endpoint, options) if item.name == name)
+
+
+def _resolve_project(
+    srv: tsc.Server, config: TableauConfig, server: TableauServer
+) -> tsc.ProjectItem:
+    parts = [p.strip() for p in config.project.split("/") if p.strip()]
+    parent_id: str | None = None
+    project = None
+    for depth, name in enumerate(parts):
+        path = "/".join(parts[: depth + 1])
+        with _step(f"look up project {path!r}", server):
+            found = [p for p in _by_name(srv.projects, name) if (p.parent_id or None) == parent_id]
+        if found:
+            project = found[0]
+        elif config.create_project:
+            with _step(f"create project {path!r}", server):
+                project = srv.projects.create(tsc.ProjectItem(name, parent_id=parent_id))
+            logger.info("Created Tableau project %r", path)
+        else:
+            raise PublishError(
+                f"Tableau project {path!r} not found on site {server.site!r}. Create it, fix "
+                "tableau.project, or set tableau.create_project=true.",
+                retryable=False,
+            )
+        parent_id = project.id
+    assert project is not None
+    return project
+
+
+def _find_datasource(
+    srv: tsc.Server, project: tsc.ProjectItem, name: str, server: TableauServer
+) -> tsc.DatasourceItem | None:
+    with _step(f"look up datasource {name!r}", server):
+        found = [d for d in _by_name(srv.datasources, name) if d.project_id == project.id]
+    return found[0] if found else None
+
+
+def _wait(
+    srv: tsc.Server, job_id: str, what: str, config: TableauConfig, server: TableauServer
+) -> None:
+    try:
+        with _step(f"follow job {job_id} ({what})", server):
+            job = srv.jobs.wait_for_job(job_id, timeout=config.job_timeout_seconds)
+    except JobCancelledException as exc:
+        raise PublishError(
+            f"Tableau job {job_id} ({what}) was cancelled; nothing was changed. Rerun.",
+            retryable=True,
+        ) from exc
+    except JobFailedException as exc:
+        notes = "; ".join(n for n in (exc.notes or []) if n) or "no notes"
+        raise PublishError(
+            f"Tableau job {job_id} ({what}) failed: {notes}. The batch is atomic, so the "
+            "datasource is unchanged; fix the cause and rerun.",
+            retryable=False,
+        ) from exc
+    except TimeoutError as exc:
+        raise PublishError(
+            f"Tableau job {job_id} ({what}) did not finish within {config.job_timeout_seconds:g}"
+            " s; it may still complete. Raise tableau.job_timeout_seconds if jobs are slow. "
+            + ("Rerunning is safe." if config.mode != "append" else "Check before rerunning."),
+            retryable=config.mode != "append",
+        ) from exc
+    logger.info("Tableau job %s (%s) finished: finish code %s", job_id, what, job.finish_code)
+
+
+def _publish_file(
+    srv: tsc.Server,
+    project: tsc.ProjectItem,
+    name: str,
+    path: Path,
+    mode: str,
+    *,
+    config: TableauConfig,
+    server: TableauServer,
+    as_job_min_bytes: int,
+) -> tuple[tsc.DatasourceItem, str | None]:
+    as_job = path.stat().st_size >= as_job_min_bytes
+    item = tsc.DatasourceItem(project.id, name=name)
+    with _step(f"publish datasource {name!r} ({mode})", server):
+        result = srv.datasources.publish(item, str(path), mode, as_job=as_job)
+    if not as_job:
+        return result, None
+    _wait(srv, result.id, f"publish {mode}", config, server)
+    datasource = _find_datasource(srv, project, name, server)
+    if datasource is None:
+        raise PublishError(
+            f"Tableau's publish job {result.id} finished but datasource {name!r} is not in "
+            "the project; check the job on the server.",
+            retryable=True,
+        )
+    return datasource, result.id
+
+
+def _check_drift(
+    srv: tsc.Server, ds: tsc.DatasourceItem, extract: HyperExtract, server: TableauServer
+) -> None:
+    with _step(f"download datasource {ds.name!r} without its extract", server):
+        content = srv.datasources.download(ds.id, io.BytesIO(), include_extract=False).getvalue()
+    published = parse_tds_columns(content)
+    if not published:
+        logger.warning("Datasource %r has no column metadata; schema drift not checked", ds.name)
+        return
+    lines = schema_drift(published, extract.columns)
+    if lines:
+        raise SchemaDriftError(
+            f"The extract's columns differ from Tableau datasource {ds.name!r}; nothing was "
+            "changed:\n" + "\n".join(lines) + "\nEither fix the view so its columns match again, "
+            "or rebuild the datasource by running once with tableau.mode=overwrite (this "
+            "replaces ALL its rows with the extract: use a full-history extract or backfill "
+            "afterwards).",
+            retryable=False,
+        )
+
+
+def _write_replace_payload(
+    extract: HyperExtract, run_date: date, date_column: str, out: Path
+) -> Path:
+    """The day's rows plus a one-row table holding run_date, for the delete's condition."""
+    path = out / "payload.hyper"
+    shutil.copyfile(extract.path, path)
+    table = TableName(EXTRACT_SCHEMA, EXTRACT_TABLE)
+    col, day = escape_name(date_column), f"DATE {escape_string_literal(run_date.isoformat())}"
+    with (
+        HyperProcess(
+            Telemetry.DO_NOT_SEND_USAGE_DATA_TO_TABLEAU, parameters={"log_config": ""}
+        ) as hyper,
+        Connection(hyper.endpoint, str(path), CreateMode.NONE) as conn,
+    ):
+        stray = conn.execute_scalar_query(
+            f"SELECT COUNT(*) FROM {table} WHERE {col} IS DISTINCT FROM {day}"
+        )
+        if stray:
+            raise PublishError(
+                f"{stray} of the extract's {extract.rows} rows have {date_column} other than "
+                f"{run_date}; replace_date would keep them on reruns. Check bigquery.date_column "
+                "and the view's filter.",
+                retryable=False,
+            )
+        dates = TableName(EXTRACT_SCHEMA, RUN_DATE_TABLE)
+        conn.execute_command(f"CREATE TABLE {dates} ({col} DATE NOT NULL)")
+        conn.execute_command(f"INSERT INTO {dates} VALUES ({day})")
+    return path
+
+
+def _target(action: str, source_table: str) -> dict[str, str]:
+    return {
+        "action": action,
+        "source-schema": EXTRACT_SCHEMA,
+        "source-table": source_table,
+        "target-schema": EXTRACT_SCHEMA,
+        "target-table": EXTRACT_TABLE,
+    }
+
+
+def replace_date_actions(date_column: str) -> list[dict[str, object]]:
+    """Delete the run date's rows (matched via the payload's date table), insert the day."""
+    delete = _target("delete", RUN_DATE_TABLE)
+    delete["condition"] = {"op": "eq", "target-col": date_column, "source-col": date_column}
+    return [delete, _target("insert", EXTRACT_TABLE)]
+
+
+def upsert_actions(keys: Sequence[str]) -> list[dict[str, object]]:
+    """Update rows whose keys match the extract's, insert the others."""
+    conditions = [{"op": "eq", "target-col": k, "source-col": k} for k in keys]
+    upsert = _target("upsert", EXTRACT_TABLE)
+    upsert["condition"] = (
+        conditions[0] if len(conditions) == 1 else {"op": "and", "args": conditions}
+    )
+    return [upsert]
+
+
+def _check_columns(extract: HyperExtract, config: TableauConfig, date_column: str) -> None:
+    types = dict(extract.columns)
+    if config.mode == "replace_date" and types.get(date_column, "").upper() != "DATE":
+        raise ConfigError(
+            f"tableau.mode=replace_date needs a DATE column {date_column!r} in the extract "
+            f"(found {types.get(date_column, 'no such column')}); set bigquery.date_column."
+        )
+    missing = [k for k in config.upsert_keys if k not in types]
+    if missing:
+        raise ConfigError(f"tableau.upsert_keys {missing} are not columns of the extract")
+
+
 def publish(
     server: TableauServer,
     extract: HyperExtract,
@@ -37,6 +398,104 @@ def publish(
     config: TableauConfig,
     *,
     date_column: str,
+    as_job_min_bytes: int = AS_JOB_MIN_BYTES,
 ) -> PublishResult:
-    """Publish the extract according to `config.mode` (default: replace run_date's rows)."""
-    raise NotImplementedError
+    """Publish the extract according to `config.mode` (default: replace run_date's rows).
+
+    Args:
+        server: The Tableau block to sign in with (signed out again in every case).
+        extract: The day's .hyper file ("Extract"."Extract").
+        run_date: The day the extract holds.
+        config: Project path, datasource name, mode, job timeout.
+        date_column: The extract's DATE column that holds run_date.
+        as_job_min_bytes: Publish files at least this big as an asynchronous job.
+
+    Returns:
+        What was done: datasource id, whether it was created, the job id, rows sent.
+
+    Raises:
+        ConfigError: The extract lacks the date column or the upsert keys.
+        SchemaDriftError: The extract's columns differ from the datasource's; nothing changed.
+        PublishError: Tableau refused or failed; `retryable` tells whether a rerun can help.
+    """
+    _check_columns(extract, config, date_column)
+    if config.mode == "append":
+        logger.warning(
+            "tableau.mode=append adds the day's rows again on every rerun or backfill of %s; "
+            "use replace_date to keep one copy per date",
+            run_date,
+        )
+    with server.sign_in() as srv:
+        project = _resolve_project(srv, config, server)
+        ds = _find_datasource(srv, project, config.datasource, server)
+        job_id, created = None, ds is None
+        publish_kw = {"config": config, "server": server, "as_job_min_bytes": as_job_min_bytes}
+        if ds is None:
+            ds, job_id = _publish_file(
+                srv, project, config.datasource, extract.path, "CreateNew", **publish_kw
+            )
+        elif config.mode == "overwrite":  # no drift check: overwrite is the way out of drift
+            ds, job_id = _publish_file(
+                srv, project, config.datasource, extract.path, "Overwrite", **publish_kw
+            )
+        else:
+            _check_drift(srv, ds, extract, server)
+            if config.mode == "append":
+                ds, job_id = _publish_file(
+                    srv, project, config.datasource, extract.path, "Append", **publish_kw
+                )
+            else:
+                job_id = _update(srv, ds, extract, run_date, config, server, date_column)
+        result = PublishResult(
+            mode=config.mode,
+            project_path=config.project,
+            datasource_name=config.datasource,
+            datasource_id=ds.id,
+            created=created,
+            job_id=job_id,
+            rows_sent=extract.rows,
+            url=ds.webpage_url,
+        )
+    logger.info(
+        "Published %d rows of %s to %s/%s (%s%s, job %s)",
+        extract.rows,
+        run_date,
+        config.project,
+        config.datasource,
+        config.mode,
+        ", created" if created else "",
+        job_id,
+    )
+    return result
+
+
+def _update(
+    srv: tsc.Server,
+    ds: tsc.DatasourceItem,
+    extract: HyperExtract,
+    run_date: date,
+    config: TableauConfig,
+    server: TableauServer,
+    date_column: str,
+) -> str:
+    if not srv.check_at_least_version(UPDATE_API_VERSION):
+        raise PublishError(
+            f"tableau.mode={config.mode} needs REST API {UPDATE_API_VERSION}+ (Tableau Server "
+            f"2021.3+ or Cloud); {server.server_url} speaks {srv.version}. Use mode=overwrite.",
+            retryable=False,
+        )
+    with tempfile.TemporaryDirectory(dir=extract.path.parent, prefix=".payload-") as work:
+        if config.mode == "replace_date":
+            payload = _write_replace_payload(extract, run_date, date_column, Path(work))
+            actions = replace_date_actions(date_column)
+        else:
+            payload, actions = extract.path, upsert_actions(config.upsert_keys)
+        # A fresh request id per attempt: Tableau runs a request id only once, so reusing it
+        # on a retried attempt would silently skip the retry.
+        request_id = str(uuid.uuid4())
+        with _step(f"send the {config.mode} batch to datasource {ds.name!r}", server):
+            job = srv.datasources.update_hyper_data(
+                ds, request_id=request_id, actions=actions, payload=str(payload)
+            )
+    _wait(srv, job.id, f"{config.mode} {run_date}", config, server)
+    return job.id

@@ -1,0 +1,376 @@
+"""publish() against the fake Tableau REST server, with real extracts built from Parquet."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import types
+from decimal import Decimal
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from tableauserverclient.server.endpoint import datasources_endpoint, fileuploads_endpoint
+
+from flows.config import HyperConfig, TableauConfig
+from flows.errors import ConfigError, PublishError, SchemaDriftError
+from flows.hyper import HyperExtract, build_hyper
+from flows.tableau import (
+    RUN_DATE_TABLE,
+    parse_tds_columns,
+    publish,
+    replace_date_actions,
+    schema_drift,
+)
+
+pytestmark = pytest.mark.hyper
+
+D1, D2, D3 = dt.date(2026, 11, 1), dt.date(2026, 11, 2), dt.date(2026, 11, 3)
+_SCHEMA = pa.schema(
+    [
+        ("date", pa.date32()),
+        ("campaign", pa.string()),
+        ("clicks", pa.int64()),
+        ("cost", pa.decimal128(38, 9)),
+        ("ts", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+
+@pytest.fixture
+def make_extract(tmp_path: Path):
+    """Build a real extract of `rows` rows for a day (optionally another schema) from Parquet."""
+    counter = iter(range(1000))
+
+    def make(day: dt.date, rows: int, *, clicks: int = 1, extra: bool = False) -> HyperExtract:
+        n = next(counter)
+        columns = {
+            "date": [day] * rows,
+            "campaign": [f"キャンペーン{i}" if i % 3 else None for i in range(rows)],
+            "clicks": [clicks] * rows,
+            "cost": [Decimal("1.250000000")] * rows,
+            "ts": [dt.datetime(2026, 11, 1, 9, tzinfo=dt.UTC)] * rows,
+        }
+        schema = _SCHEMA
+        if extra:
+            columns["device"] = ["mobile"] * rows
+            schema = schema.append(pa.field("device", pa.string()))
+        parquet = tmp_path / f"part-{n}.parquet"
+        pq.write_table(pa.table(columns, schema=schema), parquet)
+        return build_hyper(
+            [parquet],
+            tmp_path / f"day-{n}.hyper",
+            HyperConfig(),
+            expected_rows=rows,
+            log_dir=tmp_path / "logs",
+        )
+
+    return make
+
+
+def _config(**kw) -> TableauConfig:
+    return TableauConfig(
+        server_block="tableau", project=kw.pop("project", "default"), datasource="ads", **kw
+    )
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_first_publish_creates_the_datasource(tableau_fake, tableau_block, make_extract):
+    result = publish(tableau_block, make_extract(D1, 3), D1, _config(), date_column="date")
+
+    assert result.created and result.job_id is None and result.rows_sent == 3
+    assert result.datasource_id == tableau_fake.datasource("ads").id
+    assert result.url and result.datasource_id in result.url
+    assert tableau_fake.rows_by_date("ads") == {D1: 3}
+    assert tableau_fake.rows("ads", "campaign", order_by="campaign")[0] == ["キャンペーン1"]
+
+
+def test_replace_date_adds_a_new_day_in_one_batch(tableau_fake, tableau_block, make_extract):
+    publish(tableau_block, make_extract(D1, 3), D1, _config(), date_column="date")
+    result = publish(tableau_block, make_extract(D2, 4), D2, _config(), date_column="date")
+
+    assert not result.created and result.job_id in tableau_fake.jobs
+    assert tableau_fake.rows_by_date("ads") == {D1: 3, D2: 4}
+    assert tableau_fake.update_batches == [replace_date_actions("date")]
+    delete = tableau_fake.update_batches[0][0]
+    assert delete["action"] == "delete" and delete["source-table"] == RUN_DATE_TABLE
+
+
+def test_same_date_three_times_leaves_its_rows_once(tableau_fake, tableau_block, make_extract):
+    publish(tableau_block, make_extract(D1, 3), D1, _config(), date_column="date")
+    for rows in (5, 5, 2):
+        publish(tableau_block, make_extract(D2, rows), D2, _config(), date_column="date")
+
+    assert tableau_fake.rows_by_date("ads") == {D1: 3, D2: 2}
+    # Every attempt used its own request id, so none was skipped as a duplicate.
+    assert len(tableau_fake.request_ids) == 3
+
+
+def test_backfilled_old_date_lands_between(tableau_fake, tableau_block, make_extract):
+    for day, rows in ((D1, 1), (D3, 3), (D2, 2), (D2, 2)):
+        publish(tableau_block, make_extract(day, rows), day, _config(), date_column="date")
+
+    assert tableau_fake.rows_by_date("ads") == {D1: 1, D2: 2, D3: 3}
+
+
+def test_append_duplicates_on_rerun_and_warns(tableau_fake, tableau_block, make_extract, caplog):
+    caplog.set_level(logging.WARNING, "flows.tableau")
+    for _ in range(2):
+        publish(tableau_block, make_extract(D1, 3), D1, _config(mode="append"), date_column="date")
+
+    assert tableau_fake.rows_by_date("ads") == {D1: 6}
+    assert "reruns" in caplog.text or "rerun" in caplog.text
+
+
+def test_overwrite_replaces_everything(tableau_fake, tableau_block, make_extract):
+    publish(tableau_block, make_extract(D1, 3), D1, _config(), date_column="date")
+    publish(tableau_block, make_extract(D2, 3), D2, _config(), date_column="date")
+    result = publish(
+        tableau_block, make_extract(D3, 4), D3, _config(mode="overwrite"), date_column="date"
+    )
+
+    assert not result.created
+    assert tableau_fake.rows_by_date("ads") == {D3: 4}
+
+
+def test_upsert_updates_matches_and_inserts_the_rest(tableau_fake, tableau_block, make_extract):
+    config = _config(mode="upsert", upsert_keys=("date", "clicks"))
+    publish(tableau_block, make_extract(D1, 2, clicks=1), D1, config, date_column="date")
+    publish(tableau_block, make_extract(D1, 3, clicks=1), D1, config, date_column="date")
+    publish(tableau_block, make_extract(D1, 1, clicks=7), D1, config, date_column="date")
+
+    clicks = sorted(int(c) for (c,) in tableau_fake.rows("ads", "clicks"))
+    # The 2 first rows were replaced by the 3 matching ones; clicks=7 was inserted.
+    assert clicks == [1, 1, 1, 7]
+    assert tableau_fake.update_batches[0][0]["condition"]["op"] == "and"
+
+
+def test_upsert_keys_must_be_columns(tableau_block, make_extract):
+    config = _config(mode="upsert", upsert_keys=("order_id",))
+    with pytest.raises(ConfigError, match="order_id"):
+        publish(tableau_block, make_extract(D1, 1), D1, config, date_column="date")
+
+
+def test_schema_drift_is_refused_and_nothing_changes(tableau_fake, tableau_block, make_extract):
+    publish(tableau_block, make_extract(D1, 3), D1, _config(), date_column="date")
+    before = _digest(tableau_fake.stored_file("ads"))
+
+    with pytest.raises(SchemaDriftError) as info:
+        publish(tableau_block, make_extract(D2, 3, extra=True), D2, _config(), date_column="date")
+
+    message = str(info.value)
+    assert "+ device: TEXT" in message and "tableau.mode=overwrite" in message
+    assert not info.value.retryable
+    assert _digest(tableau_fake.stored_file("ads")) == before
+    assert tableau_fake.update_batches == []
+    assert tableau_fake.active_sessions == 0
+
+
+def test_overwrite_is_the_way_out_of_drift(tableau_fake, tableau_block, make_extract):
+    publish(tableau_block, make_extract(D1, 3), D1, _config(), date_column="date")
+    publish(
+        tableau_block,
+        make_extract(D2, 2, extra=True),
+        D2,
+        _config(mode="overwrite"),
+        date_column="date",
+    )
+    publish(tableau_block, make_extract(D3, 1, extra=True), D3, _config(), date_column="date")
+
+    assert tableau_fake.rows_by_date("ads") == {D2: 2, D3: 1}
+
+
+def test_schema_drift_lists_every_column():
+    published = [("date", "date"), ("clicks", "integer"), ("old", "string")]
+    extract = [("date", "DATE"), ("clicks", "TEXT"), ("new", "NUMERIC(38,9)")]
+
+    assert schema_drift(published, extract) == [
+        "  + new: NUMERIC(38,9) (new column)",
+        "  - old: string (missing from the extract)",
+        "  ~ clicks: published integer, extract TEXT (string)",
+    ]
+    assert schema_drift([("date", "date")], [("date", "DATE")]) == []
+
+
+def test_parse_tds_columns_reads_only_the_extract_table():
+    tds = (
+        b"<datasource><connection><metadata-records>"
+        b"<metadata-record class='column'><remote-name>a</remote-name>"
+        b"<parent-name>[Extract]</parent-name><local-type>integer</local-type></metadata-record>"
+        b"<metadata-record class='column'><remote-name>b</remote-name>"
+        b"<parent-name>[Other]</parent-name><local-type>string</local-type></metadata-record>"
+        b"<metadata-record class='capability'><remote-name>c</remote-name></metadata-record>"
+        b"</metadata-records></connection></datasource>"
+    )
+    assert parse_tds_columns(tds) == [("a", "integer")]
+
+
+def test_failed_job_is_a_clear_error_and_changes_nothing(tableau_fake, tableau_block, make_extract):
+    publish(tableau_block, make_extract(D1, 3), D1, _config(), date_column="date")
+    tableau_fake.fail_jobs("Column 'cost' could not be converted")
+
+    with pytest.raises(PublishError, match="failed: Column 'cost' could not be converted") as info:
+        publish(tableau_block, make_extract(D1, 5), D1, _config(), date_column="date")
+
+    assert not info.value.retryable
+    assert tableau_fake.rows_by_date("ads") == {D1: 3}
+    assert tableau_fake.active_sessions == 0
+
+
+def test_transient_5xx_is_retryable_and_a_retry_succeeds(tableau_fake, tableau_block, make_extract):
+    publish(tableau_block, make_extract(D1, 3), D1, _config(), date_column="date")
+    tableau_fake.fail("PATCH", r"/data$", 503)
+    extract = make_extract(D2, 4)
+
+    with pytest.raises(PublishError, match="HTTP 503") as info:
+        publish(tableau_block, extract, D2, _config(), date_column="date")
+    assert info.value.retryable
+    assert tableau_fake.rows_by_date("ads") == {D1: 3}
+
+    publish(tableau_block, extract, D2, _config(), date_column="date")  # what the task retry does
+    assert tableau_fake.rows_by_date("ads") == {D1: 3, D2: 4}
+    assert tableau_fake.active_sessions == 0 and tableau_fake.signins == tableau_fake.signouts
+
+
+def test_permission_denied_says_which_role(tableau_fake, tableau_block, make_extract):
+    tableau_fake.fail("POST", r"/datasources$", 403, code="403004")
+
+    with pytest.raises(PublishError, match="Creator or Explorer") as info:
+        publish(tableau_block, make_extract(D1, 1), D1, _config(), date_column="date")
+    assert not info.value.retryable
+
+
+def test_nested_project_path_is_walked_by_parent(tableau_fake, tableau_block, make_extract):
+    marketing = tableau_fake.add_project("Marketing")
+    tableau_fake.add_project("Ads")  # same name at the top: must not be chosen
+    ads = tableau_fake.add_project("Ads", marketing)
+
+    publish(
+        tableau_block, make_extract(D1, 1), D1, _config(project="Marketing/Ads"), date_column="date"
+    )
+
+    assert tableau_fake.datasource("ads").project_id == ads
+
+
+def test_missing_project_is_an_error(tableau_fake, tableau_block, make_extract):
+    with pytest.raises(PublishError, match="'Marketing' not found on site 'acme'") as info:
+        publish(
+            tableau_block,
+            make_extract(D1, 1),
+            D1,
+            _config(project="Marketing/Ads"),
+            date_column="date",
+        )
+    assert not info.value.retryable
+    assert tableau_fake.datasources == {}
+
+
+def test_missing_project_is_created_with_the_flag(tableau_fake, tableau_block, make_extract):
+    config = _config(project="Marketing/Ads", create_project=True)
+    publish(tableau_block, make_extract(D1, 1), D1, config, date_column="date")
+    publish(tableau_block, make_extract(D2, 1), D2, config, date_column="date")
+
+    ds = tableau_fake.datasource("ads")
+    assert tableau_fake.project_path(ds.project_id) == "Marketing/Ads"
+    assert len(tableau_fake.projects) == 3  # default + the two created once
+    assert tableau_fake.rows_by_date("ads") == {D1: 1, D2: 1}
+
+
+def test_extract_with_other_dates_is_refused(tableau_fake, tableau_block, make_extract):
+    publish(tableau_block, make_extract(D1, 1), D1, _config(), date_column="date")
+    with pytest.raises(PublishError, match="other than 2026-11-02"):
+        publish(tableau_block, make_extract(D1, 2), D2, _config(), date_column="date")
+    assert tableau_fake.rows_by_date("ads") == {D1: 1}
+
+
+def test_replace_date_needs_a_date_column(tableau_block, make_extract):
+    with pytest.raises(ConfigError, match="DATE column 'day'"):
+        publish(tableau_block, make_extract(D1, 1), D1, _config(), date_column="day")
+
+
+def test_big_files_go_up_in_chunks_and_as_a_job(
+    tableau_fake, tableau_block, make_extract, monkeypatch
+):
+    # TSC decides chunking by size in MB (a module constant); shrink its MB so a small file
+    # takes the chunked path (initiate upload, PUT chunks, publish with the session id).
+    monkeypatch.setattr(datasources_endpoint, "BYTES_PER_MB", 1024)
+    monkeypatch.setattr(fileuploads_endpoint, "BYTES_PER_MB", 64)
+    extract = make_extract(D1, 200)
+
+    result = publish(tableau_block, extract, D1, _config(), date_column="date", as_job_min_bytes=0)
+
+    assert result.created and result.job_id in tableau_fake.jobs
+    assert tableau_fake.chunks_received > 1
+    assert tableau_fake.rows_by_date("ads") == {D1: 200}
+
+
+class _FakeClock:
+    """Stands in for TSC's polling clock: sleeping advances time instantly."""
+
+    def __init__(self, on_sleep=None):
+        self.now, self.sleeps, self.on_sleep = 1000.0, [], on_sleep
+
+    def time(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+        if self.on_sleep:
+            self.on_sleep()
+
+
+def test_slow_job_is_waited_for(tableau_fake, tableau_block, make_extract, monkeypatch):
+    from tableauserverclient import exponential_backoff
+
+    publish(tableau_block, make_extract(D1, 3), D1, _config(), date_column="date")
+    tableau_fake.hold_jobs()
+    clock = _FakeClock(on_sleep=tableau_fake.release_jobs)
+    monkeypatch.setattr(
+        exponential_backoff, "time", types.SimpleNamespace(time=clock.time, sleep=clock.sleep)
+    )
+
+    publish(tableau_block, make_extract(D2, 2), D2, _config(), date_column="date")
+
+    assert clock.sleeps  # the job was still running at the first poll
+    assert tableau_fake.rows_by_date("ads") == {D1: 3, D2: 2}
+
+
+def test_job_timeout_is_retryable(tableau_fake, tableau_block, make_extract, monkeypatch):
+    from tableauserverclient import exponential_backoff
+
+    publish(tableau_block, make_extract(D1, 3), D1, _config(), date_column="date")
+    tableau_fake.hold_jobs()
+    clock = _FakeClock()
+    monkeypatch.setattr(
+        exponential_backoff, "time", types.SimpleNamespace(time=clock.time, sleep=clock.sleep)
+    )
+
+    with pytest.raises(PublishError, match="did not finish within 60 s") as info:
+        publish(
+            tableau_block,
+            make_extract(D2, 2),
+            D2,
+            _config(job_timeout_seconds=60),
+            date_column="date",
+        )
+    assert info.value.retryable
+    assert tableau_fake.active_sessions == 0
+
+
+def test_no_secret_in_logs_or_errors(tableau_fake, tableau_block, make_extract, caplog):
+    caplog.set_level(logging.DEBUG)
+    secret = tableau_block.token_secret.get_secret_value()
+    publish(tableau_block, make_extract(D1, 1), D1, _config(), date_column="date")
+    tableau_fake.fail_signin("401001")
+    with pytest.raises(PublishError) as info:
+        publish(tableau_block, make_extract(D2, 1), D2, _config(), date_column="date")
+
+    texts = [caplog.text, str(info.value), repr(info.value), repr(tableau_block)]
+    assert caplog.records and not any(secret in t or secret[:8] in t for t in texts)
+    assert info.value.__cause__ is None  # the vendor error chains to the request with the secret
