@@ -33,7 +33,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
-import google.auth.transport.requests
+import requests
 from google.auth import aws, exceptions
 
 logger = logging.getLogger(__name__)
@@ -88,9 +88,11 @@ class _Fetched:
 class AwsEcsTaskRoleSupplier(aws.AwsSecurityCredentialsSupplier):
     """Supplies the ECS task role's AWS credentials and region to `google.auth.aws.Credentials`.
 
-    HTTP goes through the `request` transport google-auth passes in (the same session, proxies
-    and timeouts as the rest of google-auth; a default one when called directly), so the
-    supplier brings no HTTP stack of its own.
+    HTTP goes through the supplier's own `requests` session, not the `request` transport
+    google-auth passes in: google-auth's transport debug-logs response bodies, redacting only
+    OAuth field names (so `SecretAccessKey`/`Token` would reach the logs), and follows the
+    `HTTP(S)_PROXY` variables, while the metadata endpoints are link-local and must be reached
+    directly (as the AWS SDKs do). The session ignores proxy variables and never redirects.
 
     Args:
         environ: Where to read the `AWS_*`/`ECS_*` variables; defaults to `os.environ`
@@ -133,6 +135,8 @@ class AwsEcsTaskRoleSupplier(aws.AwsSecurityCredentialsSupplier):
         self._imds_host = imds_host.rstrip("/")
         self._use_imds = use_imds
         self._lock = threading.Lock()
+        self._session = requests.Session()
+        self._session.trust_env = False  # no proxies / netrc for link-local endpoints
         self._cached: _Fetched | None = None
         self._region: str | None = None
         self.last_source: CredentialSource | None = None
@@ -150,6 +154,8 @@ class AwsEcsTaskRoleSupplier(aws.AwsSecurityCredentialsSupplier):
     ) -> aws.AwsSecurityCredentials:
         """Return cached credentials, or fetch them when they are near `Expiration`.
 
+        `context` and `request` (google-auth's) are unused; see the class docstring.
+
         Raises:
             google.auth.exceptions.RefreshError: No source gave credentials; the message names
                 what was tried and what to check.
@@ -159,7 +165,7 @@ class AwsEcsTaskRoleSupplier(aws.AwsSecurityCredentialsSupplier):
             expiration = cached.source.expiration if cached else None
             if cached and expiration and self._clock() < expiration - self._margin:
                 return cached.credentials
-            fetched = self._fetch(request or google.auth.transport.requests.Request())
+            fetched = self._fetch()
             self.fetch_count += 1
             # Static keys have no expiration: read them again every time (cheap, no HTTP).
             self._cached = fetched if fetched.source.expiration else None
@@ -183,9 +189,7 @@ class AwsEcsTaskRoleSupplier(aws.AwsSecurityCredentialsSupplier):
         """
         with self._lock:
             if self._region is None:
-                self._region = self._resolve_region(
-                    request or google.auth.transport.requests.Request()
-                )
+                self._region = self._resolve_region()
             return self._region
 
     def invalidate(self) -> None:
@@ -195,19 +199,19 @@ class AwsEcsTaskRoleSupplier(aws.AwsSecurityCredentialsSupplier):
 
     # -- credentials -------------------------------------------------------------------------
 
-    def _fetch(self, request: Any) -> _Fetched:
+    def _fetch(self) -> _Fetched:
         env = self._environ
         if env.get("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"):
             url = self._ecs_host + env["AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"]
-            return self._from_container(request, url, "ecs-relative", headers={})
+            return self._from_container(url, "ecs-relative", headers={})
         if env.get("AWS_CONTAINER_CREDENTIALS_FULL_URI"):
             url = env["AWS_CONTAINER_CREDENTIALS_FULL_URI"]
             _check_full_uri(url)
-            return self._from_container(request, url, "ecs-full", headers=self._auth_header())
+            return self._from_container(url, "ecs-full", headers=self._auth_header())
         if env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY"):
             return self._from_env()
         if self._use_imds:
-            return self._from_imds(request)
+            return self._from_imds()
         raise exceptions.RefreshError(
             "No AWS credentials: none of AWS_CONTAINER_CREDENTIALS_RELATIVE_URI, "
             "AWS_CONTAINER_CREDENTIALS_FULL_URI, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY is set "
@@ -231,15 +235,13 @@ class AwsEcsTaskRoleSupplier(aws.AwsSecurityCredentialsSupplier):
         token = env.get("AWS_CONTAINER_AUTHORIZATION_TOKEN")
         return {"Authorization": token} if token else {}
 
-    def _from_container(
-        self, request: Any, url: str, kind: SourceKind, headers: dict[str, str]
-    ) -> _Fetched:
+    def _from_container(self, url: str, kind: SourceKind, headers: dict[str, str]) -> _Fetched:
         variable = (
             "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"
             if kind == "ecs-relative"
             else "AWS_CONTAINER_CREDENTIALS_FULL_URI"
         )
-        status, body = self._get(request, "GET", url, headers, what=f"{variable} ({url})")
+        status, body = self._get("GET", url, headers, what=f"{variable} ({url})")
         if status in (401, 403):
             token_var = (
                 "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"
@@ -285,7 +287,7 @@ class AwsEcsTaskRoleSupplier(aws.AwsSecurityCredentialsSupplier):
             ),
         )
 
-    def _from_imds(self, request: Any) -> _Fetched:
+    def _from_imds(self) -> _Fetched:
         base = self._imds_host
         what = f"the EC2 metadata server ({base})"
         hint = (
@@ -294,7 +296,6 @@ class AwsEcsTaskRoleSupplier(aws.AwsSecurityCredentialsSupplier):
             "definition a taskRoleArn; elsewhere, set the variables."
         )
         status, token = self._get(
-            request,
             "PUT",
             f"{base}/latest/api/token",
             {"X-aws-ec2-metadata-token-ttl-seconds": "21600"},
@@ -307,7 +308,7 @@ class AwsEcsTaskRoleSupplier(aws.AwsSecurityCredentialsSupplier):
             )
         headers = {"X-aws-ec2-metadata-token": token.decode().strip()}
         roles_url = f"{base}/latest/meta-data/iam/security-credentials/"
-        status, body = self._get(request, "GET", roles_url, headers, what=what, hint=hint)
+        status, body = self._get("GET", roles_url, headers, what=what, hint=hint)
         role = body.decode().strip().splitlines()[0] if status == 200 and body.strip() else ""
         if not role:
             raise exceptions.RefreshError(
@@ -315,7 +316,7 @@ class AwsEcsTaskRoleSupplier(aws.AwsSecurityCredentialsSupplier):
                 f"profile, or run where a task role is available.{hint}"
             )
         url = roles_url + role
-        status, body = self._get(request, "GET", url, headers, what=what)
+        status, body = self._get("GET", url, headers, what=what)
         if status != 200:
             raise exceptions.RefreshError(f"{what} answered HTTP {status} for {url}.")
         credentials, expiration = _parse_credentials(body, url)
@@ -341,7 +342,7 @@ class AwsEcsTaskRoleSupplier(aws.AwsSecurityCredentialsSupplier):
 
     # -- region ------------------------------------------------------------------------------
 
-    def _resolve_region(self, request: Any) -> str:
+    def _resolve_region(self) -> str:
         for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
             if self._environ.get(name):
                 return self._environ[name]
@@ -352,7 +353,7 @@ class AwsEcsTaskRoleSupplier(aws.AwsSecurityCredentialsSupplier):
                 "are all unset. Set AWS_REGION (ECS sets it for tasks it starts)."
             )
         url = metadata.rstrip("/") + "/task"
-        status, body = self._get(request, "GET", url, {}, what=f"ECS task metadata ({url})")
+        status, body = self._get("GET", url, {}, what=f"ECS task metadata ({url})")
         task = _json(body) if status == 200 else {}
         match = _REGION_IN_ARN.match(str(task.get("TaskARN", ""))) or _REGION_IN_ZONE.match(
             str(task.get("AvailabilityZone", ""))
@@ -369,7 +370,6 @@ class AwsEcsTaskRoleSupplier(aws.AwsSecurityCredentialsSupplier):
 
     def _get(
         self,
-        request: Any,
         method: str,
         url: str,
         headers: dict[str, str],
@@ -381,14 +381,15 @@ class AwsEcsTaskRoleSupplier(aws.AwsSecurityCredentialsSupplier):
         delay = self._backoff
         for attempt in range(1, self._attempts + 1):
             try:
-                response = request(url=url, method=method, headers=headers, timeout=self._timeout)
-            except exceptions.TransportError as exc:
-                problem = f"cannot connect ({type(exc.__cause__ or exc).__name__})"
+                response = self._session.request(
+                    method, url, headers=headers, timeout=self._timeout, allow_redirects=False
+                )
+            except requests.RequestException as exc:
+                problem = f"no answer ({type(exc).__name__})"
             else:
-                if response.status not in RETRYABLE_STATUSES:
-                    data = response.data
-                    return response.status, data if isinstance(data, bytes) else data.encode()
-                problem = f"HTTP {response.status}"
+                if response.status_code not in RETRYABLE_STATUSES:
+                    return response.status_code, response.content
+                problem = f"HTTP {response.status_code}"
             if attempt == self._attempts:
                 raise exceptions.RefreshError(
                     f"Could not get AWS credentials from {what}: {problem} after "

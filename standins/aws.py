@@ -259,6 +259,7 @@ class EcsMetadataServer(LoopbackServer):
             self.auth_token: str | None = None
             self.region = REGION
             self.hold: threading.Event | None = None
+            self.entered = threading.Event()  # set when a credentials request arrives
             self._failures: list[int] = []
             self._current: IssuedCredentials | None = None
             self._imds_token = "imds-session-token"
@@ -319,6 +320,7 @@ class EcsMetadataServer(LoopbackServer):
             return self._imds(request)
         if request.path.startswith("/v4/"):
             return self._task_metadata(request)
+        self.entered.set()
         if self.hold is not None:
             self.hold.wait(timeout=30)
         if (
