@@ -1,0 +1,292 @@
+"""`prefect deploy --all` of the real prefect.yaml against a local server and an ECS pool.
+
+The deploy runs as users run it: a `prefect --no-prompt deploy --all` subprocess in the repo,
+including prefect.yaml's build and push steps, whose docker-py client talks to a fake Docker
+Engine on loopback (`DOCKER_HOST`). The pool has type `ecs` (`ecs:push` exists only in Prefect
+Cloud; same template) and the template of `deployments/ecs_job_template.py`: prefect-aws's own
+plus one variable. Deployments are read back with the Prefect client.
+
+The server is this module's own, not the session's `prefect_server`: deploying upserts
+`bq-view-to-tableau/per-date`, which the flow tests create on a process pool in the session
+server; overwriting it there would send their backfill children to an ECS pool with no worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.client.schemas.objects import ConcurrencyLimitStrategy
+from prefect.client.schemas.responses import DeploymentResponse
+from prefect.server.api.server import SubprocessASGIServer
+from prefect.settings import (
+    PREFECT_API_URL,
+    PREFECT_SERVER_DATABASE_CONNECTION_URL,
+    temporary_settings,
+)
+from prefect_aws.workers.ecs_worker import ECSJobConfiguration, ECSWorker
+
+from deployments.ecs_job_template import EPHEMERAL_STORAGE_VARIABLE, ecs_base_job_template
+from flows.config import PipelineConfig
+from tests import dockerfile
+from tests.fake_docker import FakeDockerEngine
+
+pytestmark = pytest.mark.prefect
+
+REPO = Path(__file__).resolve().parents[1]
+POOL = "ecs-deploy-test"
+IMAGE_REPOSITORY = "123456789012.dkr.ecr.ap-northeast-1.amazonaws.com/bq-view-to-tableau"
+TASK_ROLE = "arn:aws:iam::123456789012:role/access2bq"
+DEPLOY_ENV: dict[str, str] = {
+    "DEPLOY_WORK_POOL": POOL,
+    "DEPLOY_IMAGE_REPOSITORY": IMAGE_REPOSITORY,
+    "DEPLOY_IMAGE_TAG": "3f2a9c1",
+    "DEPLOY_AWS_REGION": "ap-northeast-1",
+    "DEPLOY_TASK_ROLE_ARN": TASK_ROLE,
+    "DEPLOY_EXECUTION_ROLE_ARN": "arn:aws:iam::123456789012:role/PrefectEcsTaskExecutionRole",
+    "DEPLOY_ECS_CLUSTER": "prefect-ecs-cluster",
+    "DEPLOY_VPC_ID": "vpc-0123456789abcdef0",
+    "DEPLOY_BQ_VIEW": "ad-mart-prod.ads_mart.v_daily_ads",
+    "DEPLOY_GCS_BUCKET": "ad-mart-prod-tableau-staging",
+}
+DAILY = "bq-view-to-tableau/daily"
+PER_DATE = "bq-view-to-tableau/per-date"
+BACKFILL = "bq-view-to-tableau-backfill/backfill"
+
+
+@dataclass
+class Deployed:
+    """What one successful `prefect deploy --all` left behind."""
+
+    result: subprocess.CompletedProcess[str]
+    deployments: dict[str, DeploymentResponse]
+    variables: dict[str, Any]  # the pool's job variables JSON schema, as the server has it
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    db = tmp_path_factory.mktemp("deploy-server") / "prefect.db"
+    with temporary_settings({PREFECT_SERVER_DATABASE_CONNECTION_URL: f"sqlite+aiosqlite:///{db}"}):
+        server = SubprocessASGIServer(port=_free_port())
+        server.start(timeout=120)
+    try:
+        with temporary_settings({PREFECT_API_URL: server.api_url}):
+            yield server.api_url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def docker_engine() -> Iterator[FakeDockerEngine]:
+    with FakeDockerEngine() as engine:
+        yield engine
+
+
+@pytest.fixture(scope="module")
+def pool_variables(api_url: str) -> dict[str, Any]:
+    with get_client(sync_client=True) as client:
+        pool = client.create_work_pool(
+            WorkPoolCreate(name=POOL, type="ecs", base_job_template=ecs_base_job_template())
+        )
+    return pool.base_job_template["variables"]
+
+
+def _deploy(
+    api_url: str, engine: FakeDockerEngine, home: Path, env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    # Only what the deploy needs: no developer AWS/GCP/Docker settings leak in.
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("DEPLOY_", "DOCKER_"))}
+    return subprocess.run(
+        [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"],
+        cwd=REPO,
+        env={
+            **base,
+            "PREFECT_API_URL": api_url,
+            "PREFECT_HOME": str(home),
+            "DOCKER_HOST": engine.docker_host,
+            "DOCKER_CONFIG": str(home / "docker"),  # no registry credentials of the host
+            "PYTHONWARNINGS": "ignore",
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def deployed(
+    api_url: str,
+    docker_engine: FakeDockerEngine,
+    pool_variables: dict[str, Any],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Deployed:
+    result = _deploy(api_url, docker_engine, tmp_path_factory.mktemp("prefect-home"), DEPLOY_ENV)
+    assert result.returncode == 0, f"deploy failed:\n{result.stdout}\n{result.stderr}"
+    with get_client(sync_client=True) as client:
+        deployments = {
+            name: client.read_deployment_by_name(name) for name in (DAILY, PER_DATE, BACKFILL)
+        }
+    return Deployed(result, deployments, pool_variables)
+
+
+def test_deploy_builds_and_pushes_the_image_once_for_all_deployments(
+    deployed: Deployed, docker_engine: FakeDockerEngine
+) -> None:
+    # Three deployments share one build step; prefect-docker's step cache makes it one build.
+    assert len(docker_engine.builds) == 1
+    build = docker_engine.builds[0]
+    assert build.query["dockerfile"] == "Dockerfile"
+    assert build.query["platform"] == "linux/amd64"
+    assert docker_engine.pushes == [f"{IMAGE_REPOSITORY}:{DEPLOY_ENV['DEPLOY_IMAGE_TAG']}"]
+    image = f"{IMAGE_REPOSITORY}:{DEPLOY_ENV['DEPLOY_IMAGE_TAG']}"
+    for deployment in deployed.deployments.values():
+        assert deployment.job_variables["image"] == image
+
+
+def test_build_context_holds_what_the_dockerfile_copies_and_nothing_else(
+    deployed: Deployed, docker_engine: FakeDockerEngine
+) -> None:
+    files = set(docker_engine.builds[0].files)
+    allowed = ("Dockerfile", ".dockerignore", "pyproject.toml", "uv.lock", "flows/", "blocks/")
+    strays = sorted(f for f in files if not f.startswith(allowed))
+    assert not strays, f".dockerignore lets these into the build context: {strays[:10]}"
+    assert not [f for f in files if "__pycache__" in f or f.endswith(".pyc")]
+    final = dockerfile.parse()[-1]
+    for copy in final.ops("COPY"):
+        if "from" in copy.flags:
+            continue  # copied from the build stage, not the context
+        for source in copy.args[:-1]:
+            source = source.rstrip("/")
+            assert any(f == source or f.startswith(source + "/") for f in files), (
+                f"Dockerfile copies {source!r} but the build context lacks it"
+            )
+    assert "flows/daily.py" in files
+    assert "blocks/__init__.py" in files
+
+
+def test_daily_runs_at_six_in_tokyo_and_the_others_are_unscheduled(deployed: Deployed) -> None:
+    daily = deployed.deployments[DAILY]
+    assert len(daily.schedules) == 1
+    schedule = daily.schedules[0]
+    assert schedule.active
+    assert schedule.schedule.cron == "0 6 * * *"
+    assert schedule.schedule.timezone == "Asia/Tokyo"
+    # "Yesterday" is taken in the config's zone: it must be the schedule's.
+    assert PipelineConfig.model_validate(daily.parameters["config"]).timezone == "Asia/Tokyo"
+    assert deployed.deployments[PER_DATE].schedules == []
+    assert deployed.deployments[BACKFILL].schedules == []
+
+
+@pytest.mark.parametrize(("name", "limit"), [(DAILY, 1), (PER_DATE, 3), (BACKFILL, 1)])
+def test_concurrency_limits_queue_instead_of_cancelling(
+    deployed: Deployed, name: str, limit: int
+) -> None:
+    deployment = deployed.deployments[name]
+    assert deployment.global_concurrency_limit is not None
+    assert deployment.global_concurrency_limit.limit == limit
+    assert deployment.concurrency_options is not None
+    assert deployment.concurrency_options.collision_strategy == ConcurrencyLimitStrategy.ENQUEUE
+
+
+def test_entrypoints_and_pull_step_match_the_image(deployed: Deployed) -> None:
+    assert deployed.deployments[DAILY].entrypoint == "flows/daily.py:daily_refresh"
+    assert deployed.deployments[PER_DATE].entrypoint == "flows/daily.py:daily_refresh"
+    assert deployed.deployments[BACKFILL].entrypoint == "flows/backfill.py:backfill"
+    workdir = dockerfile.parse()[-1].ops("WORKDIR")[-1].args[0]
+    for deployment in deployed.deployments.values():
+        assert deployment.pull_steps == [
+            {"prefect.deployments.steps.set_working_directory": {"directory": workdir}}
+        ]
+        assert (REPO / deployment.entrypoint.split(":")[0]).is_file()
+
+
+def test_parameters_are_a_valid_pipeline_config(deployed: Deployed) -> None:
+    for deployment in deployed.deployments.values():
+        assert deployment.enforce_parameter_schema
+        config = PipelineConfig.model_validate(deployment.parameters["config"])
+        assert config.bigquery.view == DEPLOY_ENV["DEPLOY_BQ_VIEW"]
+        assert config.gcs.bucket == DEPLOY_ENV["DEPLOY_GCS_BUCKET"]
+        assert config.tableau.mode == "replace_date"  # the only mode that is safe to rerun
+    # The daily run's date comes from its schedule: no fixed run_date.
+    assert "run_date" not in deployed.deployments[DAILY].parameters
+    assert "run_date" not in deployed.deployments[PER_DATE].parameters
+    # The backfill starts the per-date deployment by its full name.
+    assert deployed.deployments[BACKFILL].parameters["deployment_name"] == PER_DATE
+
+
+def test_job_variables_are_all_declared_by_the_pool_template(deployed: Deployed) -> None:
+    # The server accepts unknown job variables silently; an unknown key would never reach ECS.
+    declared = set(deployed.variables["properties"])
+    prefect_aws = set(ECSWorker.get_default_base_job_template()["variables"]["properties"])
+    assert declared == prefect_aws | {EPHEMERAL_STORAGE_VARIABLE}
+    for name, deployment in deployed.deployments.items():
+        unknown = set(deployment.job_variables) - declared
+        assert not unknown, f"{name}: job variables the ECS template lacks: {unknown}"
+        schema = {**deployed.variables, "required": []}
+        jsonschema.validate(deployment.job_variables, schema)
+
+
+@pytest.mark.parametrize("name", [DAILY, PER_DATE, BACKFILL])
+def test_job_variables_render_into_the_ecs_task(deployed: Deployed, name: str) -> None:
+    """Render the pool template with the deployment's variables as the ECS worker does."""
+    deployment = deployed.deployments[name]
+    template = ecs_base_job_template()
+    config = asyncio.run(
+        ECSJobConfiguration.from_template_and_values(template, deployment.job_variables)
+    )
+    overrides = config.task_run_request["overrides"]
+    assert overrides["taskRoleArn"] == TASK_ROLE
+    assert config.task_definition["executionRoleArn"] == DEPLOY_ENV["DEPLOY_EXECUTION_ROLE_ARN"]
+    assert config.task_definition["containerDefinitions"][0]["image"].startswith(IMAGE_REPOSITORY)
+    assert config.task_definition["family"].startswith("bq-view-to-tableau")
+    assert config.task_definition["ephemeralStorage"]["sizeInGiB"] >= 21
+    assert config.task_run_request["cluster"] == DEPLOY_ENV["DEPLOY_ECS_CLUSTER"]
+    assert config.vpc_id == DEPLOY_ENV["DEPLOY_VPC_ID"]
+    assert config.configure_cloudwatch_logs is True
+    assert config.cloudwatch_logs_options["awslogs-region"] == DEPLOY_ENV["DEPLOY_AWS_REGION"]
+    assert config.env["AWS_REGION"] == DEPLOY_ENV["DEPLOY_AWS_REGION"]
+    assert config.match_latest_revision_in_family is True
+    if name == BACKFILL:
+        assert (config.task_definition["cpu"], config.task_definition["memory"]) == (256, 512)
+    else:
+        assert (config.task_definition["cpu"], config.task_definition["memory"]) == (1024, 4096)
+        assert config.task_definition["ephemeralStorage"]["sizeInGiB"] == 50
+
+
+def test_deploy_without_an_image_repository_fails_before_building(
+    deployed: Deployed,
+    api_url: str,
+    docker_engine: FakeDockerEngine,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    builds_before = len(docker_engine.builds)
+    env = {k: v for k, v in DEPLOY_ENV.items() if k != "DEPLOY_IMAGE_REPOSITORY"}
+    env["DEPLOY_IMAGE_TAG"] = "never-deployed"
+    result = _deploy(api_url, docker_engine, tmp_path_factory.mktemp("prefect-home"), env)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert "DEPLOY_IMAGE_REPOSITORY is not set" in output
+    assert len(docker_engine.builds) == builds_before  # nothing built or pushed
+    with get_client(sync_client=True) as client:
+        for name in (DAILY, PER_DATE, BACKFILL):
+            image = client.read_deployment_by_name(name).job_variables["image"]
+            assert image.endswith(":3f2a9c1"), f"{name} was redeployed with image {image!r}"
