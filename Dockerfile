@@ -1,18 +1,27 @@
-# Flow-run image for the ECS push work pool: Python 3.13 slim, locked runtime deps only, non-root.
+# Flow-run image for the ECS work pool: Python 3.13 slim, locked runtime deps only, non-root.
 # Stage 1 resolves the environment from uv.lock; stage 2 copies just the venv and the code.
+# prefect.yaml builds it with prefect-docker (docker-py, the classic builder): no BuildKit-only
+# syntax such as RUN --mount. Build by hand with:
+#   docker build --platform linux/amd64 -t bq-view-to-tableau .
 
-FROM python:3.13-slim-bookworm AS build
+# Both stages must use the same Python: the venv's interpreter is a link to /usr/local/bin.
+ARG PYTHON_IMAGE=python:3.13-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
 ENV UV_COMPILE_BYTECODE=1 \
     UV_LINK_MODE=copy \
     UV_PYTHON_DOWNLOADS=never \
+    UV_PYTHON=/usr/local/bin/python3.13 \
     UV_PROJECT_ENVIRONMENT=/opt/venv
+# Same uv as ./dev, so the lock is read the same way.
 RUN pip install --no-cache-dir uv==0.13.8
-WORKDIR /app
+WORKDIR /src
 # Dependencies first: this layer is reused until pyproject.toml or uv.lock change.
 COPY pyproject.toml uv.lock ./
 RUN uv sync --frozen --no-dev --no-install-project
 
-FROM python:3.13-slim-bookworm
+FROM ${PYTHON_IMAGE}
+# hyperd (tableauhyperapi) links only glibc (libc, libm, libdl, libpthread, librt): nothing to add.
 RUN groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid app --home-dir /app --create-home app
 ENV PATH=/opt/venv/bin:$PATH \
@@ -20,8 +29,9 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
+# Runtime code only (no tests, stand-ins or benchmarks); prefect.yaml's pull step cds here.
 COPY --chown=app:app flows/ ./flows/
 COPY --chown=app:app blocks/ ./blocks/
 USER 10001:10001
-# Prefect's ECS worker overrides the command with the flow-run entrypoint.
+# Prefect's ECS worker replaces the command with the flow run's own.
 CMD ["python", "-m", "prefect.engine"]
