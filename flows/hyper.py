@@ -73,7 +73,7 @@ def _unwrap(arrow_type: pa.DataType) -> pa.DataType:
     # Dictionary-encoded and extension columns are stored as their plain value type.
     if pa.types.is_dictionary(arrow_type):
         return _unwrap(arrow_type.value_type)
-    if isinstance(arrow_type, pa.ExtensionType):
+    if isinstance(arrow_type, pa.BaseExtensionType):
         return _unwrap(arrow_type.storage_type)
     return arrow_type
 

@@ -51,6 +51,7 @@ BQ_SCHEMA = pa.schema(
         ("payload", pa.binary()),  # BYTES
         ("start_time", pa.time64("us")),  # TIME
         ('say "hi"', pa.string()),  # quotes in a name must be escaped
+        ("attrs", pa.json_(pa.string())),  # JSON, if written with Parquet's JSON logical type
     ]
 )
 BQ_COLUMNS = (
@@ -65,6 +66,7 @@ BQ_COLUMNS = (
     ("payload", "BYTES"),
     ("start_time", "TIME"),
     ('say "hi"', "TEXT"),
+    ("attrs", "TEXT"),
 )
 ROWS_A = [
     (
@@ -79,8 +81,9 @@ ROWS_A = [
         b"\x00\xff\x10",
         dt.time(23, 59, 59, 999999),
         "",
+        '{"キー": "値", "n": 1.5}',
     ),
-    (2, *([None] * 10)),
+    (2, *([None] * 11)),
 ]
 ROWS_B = [
     (
@@ -95,6 +98,7 @@ ROWS_B = [
         b"",
         dt.time(0, 0),
         "x",
+        "[]",
     ),
 ]
 
@@ -171,6 +175,7 @@ def leftovers(directory: Path) -> list[str]:
         (pa.string(), "TEXT"),
         (pa.large_string(), "TEXT"),
         (pa.dictionary(pa.int32(), pa.string()), "TEXT"),
+        (pa.json_(pa.string()), "TEXT"),
         (pa.float64(), "DOUBLE PRECISION"),
         (pa.float32(), "DOUBLE PRECISION"),  # REAL needs file format 4
         (pa.bool_(), "BOOLEAN"),
