@@ -144,12 +144,11 @@ def hyper_type_for(arrow_type: pa.DataType, *, file_format_version: int = 3) -> 
 
     Raises:
         BuildError: The type has no Hyper equivalent (lists, structs, maps, uint64,
-            decimals over 38 digits, ...); the message says what to cast it to.
+            decimals over 38 digits, ...) or needs a newer file format; the message says
+            what to cast it to or which version to set.
     """
-    mapped = _map_type(arrow_type, file_format_version)
-    if isinstance(mapped, _Refusal):
-        raise BuildError(f"{mapped.reason}; in the view use {mapped.fix.format(c='<column>')}")
-    return mapped
+    schema = pa.schema([pa.field("<column>", arrow_type)])
+    return hyper_columns(schema, file_format_version=file_format_version)[0][1]
 
 
 def _bq_name(name: str) -> str:

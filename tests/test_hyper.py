@@ -208,7 +208,7 @@ def test_float32_becomes_real_only_from_file_format_4() -> None:
     ],
 )
 def test_hyper_type_for_refuses_types_extracts_cannot_hold(arrow_type: pa.DataType) -> None:
-    with pytest.raises(BuildError, match="in the view use"):
+    with pytest.raises(BuildError, match=r"change the BigQuery view:\n  - '<column>': .*; use "):
         hyper_type_for(arrow_type)
 
 
@@ -244,6 +244,8 @@ def test_numeric_needs_file_format_3_and_the_message_says_how() -> None:
     assert "Set hyper.file_format_version=3 (Tableau Server 2023.1+/Cloud)" in message
     assert "FLOAT64" in message
     assert hyper_columns(schema, file_format_version=3)[0] == ("amount", "NUMERIC(38,9)")
+    with pytest.raises(BuildError, match="file_format_version=3"):
+        hyper_type_for(pa.decimal128(38, 9), file_format_version=2)
 
 
 def test_hyper_message_keeps_main_message_hint_and_cause_without_context() -> None:
