@@ -1,16 +1,49 @@
 """Step 1: export one day of a BigQuery view to GCS as Parquet (the only BigQuery importer).
 
-INTERFACE PINNED BY THE SKELETON; the export issue implements it.
+Extract jobs cannot read a view, so the day leaves BigQuery through `EXPORT DATA`
+(https://cloud.google.com/bigquery/docs/reference/standard-sql/export-statements):
+
+1. a dry run of the day's SELECT validates the SQL, the view and the permissions, returns the
+   schema and estimates the bytes; above `bigquery.max_bytes_billed` we refuse before running;
+2. `EXPORT DATA OPTIONS(uri='gs://.../ATTEMPT/part-*.parquet', ...) AS SELECT * FROM view
+   WHERE date_col = @run_date` runs with the date as a query parameter, labels, a job-id prefix,
+   `maximum_bytes_billed`, and a deadline after which (or on interruption) the job is cancelled;
+3. the manifest records what BigQuery says it wrote (`exportDataStatistics`).
+
+Every attempt writes under its own prefix, so a rerun can never read an earlier attempt's files.
 """
 
 from __future__ import annotations
 
+import logging
+import re
 from dataclasses import dataclass
 from datetime import date
+from typing import Final
 
+import requests
+from google.api_core import exceptions as gapi
 from google.cloud import bigquery
 
 from flows.config import BigQueryConfig, GcsConfig
+from flows.errors import ConfigError, ExportError, is_retryable
+
+logger = logging.getLogger(__name__)
+
+PIPELINE_LABEL: Final = "bq-tableau"
+"""Value of the `pipeline` label on every job, to find them in INFORMATION_SCHEMA.JOBS."""
+
+# Defence in depth: config.py validates these too, but the SQL builder must be safe on its own.
+_PROJECT_RE: Final = re.compile(r"[a-z][a-z0-9:-]{4,62}[a-z0-9]")
+_DATASET_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,1023}")
+_TABLE_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,1023}")
+_COLUMN_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,299}")
+_ATTEMPT_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+_EXPORT_URI_RE: Final = re.compile(
+    r"gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]/[A-Za-z0-9._=:/-]+/part-\*\.parquet"
+)
+_COMPRESSIONS: Final = frozenset({"SNAPPY", "GZIP", "ZSTD", "NONE"})
+_LABEL_VALUE_BAD: Final = re.compile(r"[^a-z0-9_-]")
 
 
 @dataclass(frozen=True)
@@ -29,6 +62,90 @@ class ExportManifest:
     schema: tuple[tuple[str, str], ...]  # (column, BigQuery type) of the exported SELECT
 
 
+# --- pure functions: names and SQL ---------------------------------------------------------
+
+
+def quote_view(view: str) -> str:
+    """Return `view` (`project.dataset.view`) as a backquoted identifier, after validating it.
+
+    Raises:
+        ConfigError: the name is not three valid, plain BigQuery identifiers.
+    """
+    parts = view.split(".")
+    checks = (_PROJECT_RE, _DATASET_RE, _TABLE_RE)
+    if len(parts) != 3 or not all(rx.fullmatch(p) for rx, p in zip(checks, parts, strict=True)):
+        raise ConfigError(
+            f"bigquery.view {view!r} is not a plain `project.dataset.view` name "
+            "(letters, digits, '_' and '-' only). Fix bigquery.view."
+        )
+    return f"`{view}`"
+
+
+def quote_column(column: str) -> str:
+    """Return `column` backquoted, after validating it.
+
+    Raises:
+        ConfigError: not a plain column name.
+    """
+    if not _COLUMN_RE.fullmatch(column):
+        raise ConfigError(
+            f"bigquery.date_column {column!r} is not a plain column name "
+            "(letters, digits and '_'). Fix bigquery.date_column."
+        )
+    return f"`{column}`"
+
+
+def day_select(view: str, date_column: str) -> str:
+    """The SELECT of one day of the view; the date is the `@run_date` DATE parameter."""
+    return f"SELECT * FROM {quote_view(view)} WHERE {quote_column(date_column)} = @run_date"
+
+
+def export_statement(view: str, date_column: str, uri: str, compression: str) -> str:
+    """The `EXPORT DATA` statement writing one day of `view` to `uri` as Parquet.
+
+    Raises:
+        ConfigError: a name, the URI or the compression is not safe to put into SQL.
+    """
+    if not _EXPORT_URI_RE.fullmatch(uri):
+        raise ConfigError(
+            f"Export URI {uri!r} is not a plain gs://BUCKET/PATH/part-*.parquet URI. "
+            "Check gcs.bucket and gcs.prefix (letters, digits, '.', '_', '-', '=' and '/')."
+        )
+    if compression not in _COMPRESSIONS:
+        raise ConfigError(f"bigquery.compression {compression!r} is not one of {_COMPRESSIONS}")
+    options = [f"uri='{uri}'", "format='PARQUET'", "overwrite=false"]
+    if compression != "NONE":  # Parquet is uncompressed when the option is absent
+        options.insert(2, f"compression='{compression}'")
+    return f"EXPORT DATA OPTIONS({', '.join(options)}) AS {day_select(view, date_column)}"
+
+
+def attempt_prefix(gcs: GcsConfig, view: str, run_date: date, attempt: str) -> str:
+    """The attempt's folder, `gs://BUCKET/PREFIX/VIEW/run_date=YYYY-MM-DD/ATTEMPT/`.
+
+    Raises:
+        ConfigError: `attempt` is not a single safe path segment.
+    """
+    if not _ATTEMPT_RE.fullmatch(attempt):
+        raise ConfigError(
+            f"Export attempt id {attempt!r} must be 1-128 letters, digits, '_' or '-' "
+            "(e.g. the flow run id and task run count)."
+        )
+    quote_view(view)
+    return f"gs://{gcs.bucket}/{gcs.prefix}/{view}/run_date={run_date.isoformat()}/{attempt}/"
+
+
+def job_labels(view: str, run_date: date) -> dict[str, str]:
+    """Labels for the job: lowercase letters, digits, '_' and '-', at most 63 characters."""
+
+    def clean(value: str) -> str:
+        return _LABEL_VALUE_BAD.sub("_", value.lower())[:63]
+
+    return {"pipeline": PIPELINE_LABEL, "view": clean(view), "run_date": run_date.isoformat()}
+
+
+# --- the export ----------------------------------------------------------------------------
+
+
 def export_view(
     client: bigquery.Client,
     bq: BigQueryConfig,
@@ -37,5 +154,157 @@ def export_view(
     *,
     attempt: str,
 ) -> ExportManifest:
-    """Export `run_date`'s rows of the view to a GCS prefix unique to `attempt`."""
-    raise NotImplementedError
+    """Export `run_date`'s rows of the view to a GCS prefix unique to `attempt`.
+
+    Raises:
+        ConfigError: unsafe names or attempt id.
+        ExportError: BigQuery refused or failed the export; `retryable` says if a rerun can help.
+    """
+    prefix = attempt_prefix(gcs, bq.view, run_date, attempt)
+    statement = export_statement(bq.view, bq.date_column, f"{prefix}part-*.parquet", bq.compression)
+    params = [bigquery.ScalarQueryParameter("run_date", "DATE", run_date)]
+
+    dry = _dry_run(client, bq, day_select(bq.view, bq.date_column), params)
+    estimate = int(dry.total_bytes_processed or 0)
+    if estimate > bq.max_bytes_billed:
+        raise ExportError(
+            f"Refusing to export {bq.view} for {run_date}: the dry run estimates "
+            f"{estimate:,} bytes, above bigquery.max_bytes_billed={bq.max_bytes_billed:,}. "
+            "Raise bigquery.max_bytes_billed if the day legitimately grew, or partition/cluster "
+            f"the table behind the view on {bq.date_column}.",
+            retryable=False,
+        )
+    schema = tuple(_column(field) for field in dry.schema or ())
+
+    config = bigquery.QueryJobConfig(
+        query_parameters=params,
+        labels=job_labels(bq.view, run_date),
+        maximum_bytes_billed=bq.max_bytes_billed,
+        use_query_cache=False,
+    )
+    try:
+        job = client.query(
+            statement, job_config=config, location=bq.location, job_id_prefix=bq.job_id_prefix
+        )
+    except (gapi.GoogleAPICallError, gapi.RetryError, requests.RequestException) as exc:
+        raise _translate(exc, bq, gcs, stage="export") from exc
+    logger.info("Exporting %s for %s to %s (job %s)", bq.view, run_date, prefix, job.job_id)
+    _wait(job, bq, gcs)
+
+    stats = (job._properties.get("statistics", {}).get("query", {})).get("exportDataStatistics")
+    manifest = ExportManifest(
+        view=bq.view,
+        run_date=run_date,
+        uri_prefix=prefix,
+        job_id=job.job_id,
+        rows=_int_or_none((stats or {}).get("rowCount")),
+        files=_int_or_none((stats or {}).get("fileCount")),
+        estimated_bytes=estimate,
+        bytes_processed=job.total_bytes_processed,
+        bytes_billed=job.total_bytes_billed,
+        schema=schema,
+    )
+    logger.info(
+        "Exported %s rows in %s files of %s for %s (%s bytes billed)",
+        manifest.rows,
+        manifest.files,
+        bq.view,
+        run_date,
+        manifest.bytes_billed,
+    )
+    return manifest
+
+
+def _dry_run(
+    client: bigquery.Client,
+    bq: BigQueryConfig,
+    sql: str,
+    params: list[bigquery.ScalarQueryParameter],
+) -> bigquery.QueryJob:
+    config = bigquery.QueryJobConfig(dry_run=True, use_query_cache=False, query_parameters=params)
+    try:
+        return client.query(sql, job_config=config, location=bq.location)
+    except (gapi.GoogleAPICallError, gapi.RetryError, requests.RequestException) as exc:
+        raise _translate(exc, bq, None, stage="dry run") from exc
+
+
+def _wait(job: bigquery.QueryJob, bq: BigQueryConfig, gcs: GcsConfig) -> None:
+    """Wait for the job; cancel it on timeout or interruption so it stops costing money."""
+    try:
+        # job_retry=None: a failed export is retried by the task, into a new attempt prefix,
+        # never by the client into the same one (overwrite=false would refuse it anyway).
+        job.result(timeout=bq.job_timeout_seconds, job_retry=None)
+    except TimeoutError as exc:  # concurrent.futures.TimeoutError is TimeoutError since 3.11
+        _cancel(job)
+        raise ExportError(
+            f"BigQuery job {job.job_id} exporting {bq.view} did not finish within "
+            f"bigquery.job_timeout_seconds={bq.job_timeout_seconds:g}; it was cancelled. "
+            "Retry, or raise bigquery.job_timeout_seconds if the day is large.",
+            retryable=True,
+        ) from exc
+    except (gapi.GoogleAPICallError, gapi.RetryError, requests.RequestException) as exc:
+        raise _translate(exc, bq, gcs, stage="export") from exc
+    except BaseException:  # KeyboardInterrupt, Prefect cancellation/timeouts: stop the job too
+        _cancel(job)
+        raise
+
+
+def _cancel(job: bigquery.QueryJob) -> None:
+    try:
+        job.cancel()
+        logger.warning("Cancelled BigQuery job %s", job.job_id)
+    except Exception as exc:  # the original failure matters more than a failed cancel
+        logger.warning("Could not cancel BigQuery job %s: %s", job.job_id, exc)
+
+
+def _translate(
+    exc: BaseException, bq: BigQueryConfig, gcs: GcsConfig | None, *, stage: str
+) -> ExportError:
+    """Turn a vendor error into an ExportError whose message says what to fix."""
+    reasons = {e.get("reason") for e in getattr(exc, "errors", None) or [] if isinstance(e, dict)}
+    detail = getattr(exc, "message", None) or str(exc)
+    project, dataset, _ = bq.view.split(".")
+    if "bytesBilledLimitExceeded" in reasons:
+        message = (
+            f"BigQuery stopped the export of {bq.view}: it would bill more than "
+            f"bigquery.max_bytes_billed={bq.max_bytes_billed:,} bytes. Raise the limit if the "
+            "day legitimately grew."
+        )
+    elif isinstance(exc, gapi.NotFound) and stage == "export" and "gs://" in detail:
+        message = f"Staging bucket not found ({detail}). Check gcs.bucket."
+    elif isinstance(exc, gapi.NotFound):
+        message = (
+            f"View {bq.view} not found in location {bq.location} ({detail}). "
+            "Check bigquery.view and bigquery.location."
+        )
+    elif isinstance(exc, gapi.Forbidden) and not is_retryable(exc):
+        if stage == "export" and gcs is not None and ("gs://" in detail or "storage" in detail):
+            message = (
+                f"Access denied writing to gs://{gcs.bucket} ({detail}): grant "
+                f"roles/storage.objectAdmin on bucket {gcs.bucket} to the service account."
+            )
+        else:
+            message = (
+                f"Access denied on {bq.view} ({detail}): grant roles/bigquery.dataViewer on "
+                f"dataset {project}:{dataset} (and on the datasets of the tables the view reads, "
+                "unless it is an authorized view) and roles/bigquery.jobUser on the job's "
+                "project to the service account."
+            )
+    elif isinstance(exc, gapi.BadRequest) and "invalidQuery" in reasons:
+        message = (
+            f"BigQuery rejected the {stage} query on {bq.view} ({detail}). "
+            f"Check bigquery.view and that bigquery.date_column={bq.date_column!r} is a DATE "
+            "column of the view."
+        )
+    else:
+        message = f"BigQuery {stage} of {bq.view} failed: {type(exc).__name__}: {detail}"
+    return ExportError(message, retryable=is_retryable(exc))
+
+
+def _column(field: bigquery.SchemaField) -> tuple[str, str]:
+    kind = field.field_type
+    return field.name, f"ARRAY<{kind}>" if field.mode == "REPEATED" else kind
+
+
+def _int_or_none(value: object) -> int | None:
+    return None if value is None else int(str(value))

@@ -1,0 +1,331 @@
+"""Step 1, the export: pure SQL/naming tests, then real exports on the emulators."""
+
+from __future__ import annotations
+
+from datetime import date
+from types import SimpleNamespace
+
+import pytest
+from google.api_core import exceptions as gapi
+from google.cloud import bigquery, storage
+
+from flows.bigquery import (
+    attempt_prefix,
+    day_select,
+    export_statement,
+    export_view,
+    job_labels,
+)
+from flows.config import BigQueryConfig, GcsConfig
+from flows.errors import ConfigError, ExportError, is_retryable
+from standins.loopback import Request, Response
+from tests.plugins.emulators import EMPTY_DATE, MART_DATES, MART_ROWS_PER_DAY
+
+DAY = date(2026, 11, 3)
+GCS = GcsConfig(bucket="stage-bucket", prefix="bq-tableau")
+URI = "gs://stage-bucket/bq-tableau/p-roject.mart.v/run_date=2026-11-03/run-1/part-*.parquet"
+
+
+# --- pure: SQL and names -----------------------------------------------------------------
+
+
+def test_export_statement_quotes_names_and_binds_the_date() -> None:
+    sql = export_statement("my-project.mart.ad_view", "date", URI, "SNAPPY")
+    assert sql == (
+        f"EXPORT DATA OPTIONS(uri='{URI}', format='PARQUET', compression='SNAPPY', "
+        "overwrite=false) AS SELECT * FROM `my-project.mart.ad_view` WHERE `date` = @run_date"
+    )
+
+
+def test_export_statement_without_compression_omits_the_option() -> None:
+    sql = export_statement("my-project.mart.ad_view", "day", URI, "NONE")
+    assert "compression" not in sql
+    assert "WHERE `day` = @run_date" in sql
+
+
+@pytest.mark.parametrize(
+    "view",
+    [
+        "my-project.mart.v`; DROP TABLE x; --",
+        "my-project.mart",
+        "my-project.mart.v.extra",
+        "my-project.mart.v w",
+        "My-Project.mart.v",
+        "my-project.ma-rt.v",
+        "my-project.mart.v\\",
+    ],
+)
+def test_bad_view_names_are_refused(view: str) -> None:
+    with pytest.raises(ConfigError, match=r"bigquery\.view"):
+        export_statement(view, "date", URI, "SNAPPY")
+
+
+@pytest.mark.parametrize("column", ["date` = date OR `1", "da te", "1date", "", "date;"])
+def test_bad_date_columns_are_refused(column: str) -> None:
+    with pytest.raises(ConfigError, match=r"bigquery\.date_column"):
+        day_select("my-project.mart.v", column)
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "gs://stage-bucket/it's/part-*.parquet",
+        "gs://stage-bucket/a/part-*.csv",
+        "s3://stage-bucket/a/part-*.parquet",
+        "gs://stage-bucket/a b/part-*.parquet",
+    ],
+)
+def test_unsafe_uris_are_refused(uri: str) -> None:
+    with pytest.raises(ConfigError, match=r"gcs\.prefix"):
+        export_statement("my-project.mart.v", "date", uri, "SNAPPY")
+
+
+def test_attempt_prefix_layout() -> None:
+    assert attempt_prefix(GCS, "my-project.mart.v", DAY, "0f3c-2") == (
+        "gs://stage-bucket/bq-tableau/my-project.mart.v/run_date=2026-11-03/0f3c-2/"
+    )
+
+
+@pytest.mark.parametrize("attempt", ["", "..", "../x", "a/b", "a b", "-x", "a'b", "x" * 129])
+def test_unsafe_attempt_ids_are_refused(attempt: str) -> None:
+    with pytest.raises(ConfigError, match="attempt"):
+        attempt_prefix(GCS, "my-project.mart.v", DAY, attempt)
+
+
+def test_labels_are_valid_label_values() -> None:
+    labels = job_labels("My-Project.Mart.Ad_View_" + "x" * 80, DAY)
+    assert labels["pipeline"] == "bq-tableau"
+    assert labels["run_date"] == "2026-11-03"
+    assert labels["view"].startswith("my-project_mart_ad_view_")
+    assert len(labels["view"]) == 63
+
+
+def test_unsafe_config_is_refused_before_any_call() -> None:
+    # model_construct skips pydantic's validation: the SQL builder must still refuse.
+    bq = BigQueryConfig.model_construct(
+        view="p-roject.mart.v`x", date_column="date", location="US", compression="SNAPPY"
+    )
+    with pytest.raises(ConfigError, match=r"bigquery\.view"):
+        export_view(object(), bq, GCS, DAY, attempt="a1")  # type: ignore[arg-type]
+
+
+# --- the wait: cancel on interruption (a stand-in job, for this error path only) -----------
+
+
+class _StuckJob:
+    job_id = "bq_tableau_stuck"
+    total_bytes_processed = total_bytes_billed = None
+    _properties: dict = {}  # noqa: RUF012
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+        self.cancelled = False
+
+    def result(self, **kwargs: object) -> None:
+        raise self.error
+
+    def cancel(self) -> bool:
+        self.cancelled = True
+        return True
+
+
+class _OneJobClient:
+    def __init__(self, job: _StuckJob) -> None:
+        self.job = job
+
+    def query(self, sql: str, job_config: bigquery.QueryJobConfig, **kwargs: object) -> object:
+        if job_config.dry_run:
+            return SimpleNamespace(total_bytes_processed=0, schema=[])
+        return self.job
+
+
+@pytest.mark.parametrize("interrupt", [KeyboardInterrupt(), SystemExit(1)])
+def test_interrupted_wait_cancels_the_job_and_reraises(interrupt: BaseException) -> None:
+    job = _StuckJob(interrupt)
+    bq = BigQueryConfig(view="p-roject.mart.v")
+    with pytest.raises(type(interrupt)):
+        export_view(_OneJobClient(job), bq, GCS, DAY, attempt="a1")  # type: ignore[arg-type]
+    assert job.cancelled
+
+
+# --- on the emulators ----------------------------------------------------------------------
+
+
+def _config(view: str, **overrides: object) -> BigQueryConfig:
+    return BigQueryConfig(view=view, date_column="date", location="US", **overrides)
+
+
+def _objects(client: storage.Client, bucket: str) -> list[str]:
+    return [b.name for b in client.list_blobs(bucket)]
+
+
+@pytest.mark.emulator
+def test_export_writes_the_day_under_the_attempt_prefix(
+    proxied_bq_client, bigquery_proxy, gcs_client, ad_datamart, staging_bucket
+) -> None:
+    gcs = GcsConfig(bucket=staging_bucket, prefix="bq-tableau")
+    bq = _config(ad_datamart.view, max_bytes_billed=10**9, job_id_prefix="daily_")
+
+    manifest = export_view(proxied_bq_client, bq, gcs, DAY, attempt="run-1")
+
+    expected_prefix = (
+        f"gs://{staging_bucket}/bq-tableau/{ad_datamart.view}/run_date=2026-11-03/run-1/"
+    )
+    assert manifest.uri_prefix == expected_prefix
+    assert manifest.rows == MART_ROWS_PER_DAY
+    assert manifest.files == 1
+    assert manifest.job_id.startswith("daily_")
+    assert manifest.estimated_bytes == 0  # what local-bigquery always estimates
+    assert ("cost", "NUMERIC") in manifest.schema
+    assert ("updated_at", "TIMESTAMP") in manifest.schema
+    assert len(manifest.schema) == 14
+    names = _objects(gcs_client, staging_bucket)
+    assert names and all(f"gs://{staging_bucket}/{n}".startswith(expected_prefix) for n in names)
+    # What went over the wire: a dry run first, then one job with the limit, labels, location.
+    assert len(bigquery_proxy.job_inserts(dry_run=True)) == 1
+    (job,) = bigquery_proxy.job_inserts(dry_run=False)
+    query = job["configuration"]["query"]
+    assert query["maximumBytesBilled"] == str(10**9)
+    assert query["queryParameters"] == [
+        {
+            "name": "run_date",
+            "parameterType": {"type": "DATE"},
+            "parameterValue": {"value": "2026-11-03"},
+        }
+    ]
+    select = query["query"].split(") AS ", 1)[1]
+    assert select.endswith("WHERE `date` = @run_date")  # the date is a parameter, not pasted in
+    assert job["configuration"]["labels"] == job_labels(ad_datamart.view, DAY)
+    assert job["jobReference"]["location"] == "US"
+
+
+@pytest.mark.emulator
+def test_estimate_over_the_limit_is_refused_before_any_export(
+    proxied_bq_client, bigquery_proxy, gcs_client, ad_datamart, staging_bucket
+) -> None:
+    bigquery_proxy.dry_run_bytes = 5 * 1024**4  # what a full-table scan of a big mart looks like
+    bq = _config(ad_datamart.view, max_bytes_billed=10 * 1024**3)
+    gcs = GcsConfig(bucket=staging_bucket)
+
+    with pytest.raises(ExportError, match="max_bytes_billed") as caught:
+        export_view(proxied_bq_client, bq, gcs, DAY, attempt="run-1")
+
+    assert not caught.value.retryable
+    assert "5,497,558,138,880 bytes" in str(caught.value)
+    assert bigquery_proxy.job_inserts(dry_run=False) == []
+    assert _objects(gcs_client, staging_bucket) == []
+
+
+@pytest.mark.emulator
+def test_missing_view_is_permanent_with_a_clear_message(
+    bq_client, ad_datamart, staging_bucket
+) -> None:
+    project, dataset, _ = ad_datamart.view.split(".")
+    bq = _config(f"{project}.{dataset}.no_such_view")
+
+    with pytest.raises(ExportError) as caught:
+        export_view(bq_client, bq, GcsConfig(bucket=staging_bucket), DAY, attempt="a1")
+
+    message = str(caught.value)
+    assert message.startswith(f"View {project}.{dataset}.no_such_view not found in location US")
+    assert message.endswith("Check bigquery.view and bigquery.location.")
+    assert isinstance(caught.value.__cause__, gapi.NotFound)
+    assert not caught.value.retryable and not is_retryable(caught.value)
+
+
+@pytest.mark.emulator
+def test_unknown_date_column_names_the_setting(bq_client, ad_datamart, staging_bucket) -> None:
+    bq = BigQueryConfig(view=ad_datamart.view, date_column="day")
+    with pytest.raises(ExportError, match=r"bigquery\.date_column='day'") as caught:
+        export_view(bq_client, bq, GcsConfig(bucket=staging_bucket), DAY, attempt="a1")
+    assert not caught.value.retryable
+
+
+def _deny(request: Request) -> Response | None:
+    if request.method == "POST" and request.path.endswith("/jobs"):
+        return Response.json(
+            {
+                "error": {
+                    "code": 403,
+                    "message": "Access Denied: Table test-project:mart_src.ad_performance: User "
+                    "does not have permission to query table test-project:mart_src.ad_performance",
+                    "errors": [{"reason": "accessDenied", "domain": "global", "message": "..."}],
+                    "status": "PERMISSION_DENIED",
+                }
+            },
+            status=403,
+        )
+    return None
+
+
+@pytest.mark.emulator
+def test_access_denied_is_permanent_and_names_the_roles(
+    proxied_bq_client, bigquery_proxy, ad_datamart, staging_bucket
+) -> None:
+    # local-bigquery does not enforce IAM: the proxy answers the dry run as BigQuery does.
+    bigquery_proxy.intercept = _deny
+    with pytest.raises(ExportError) as caught:
+        export_view(
+            proxied_bq_client,
+            _config(ad_datamart.view),
+            GcsConfig(bucket=staging_bucket),
+            DAY,
+            attempt="a1",
+        )
+    message = str(caught.value)
+    assert message.startswith(f"Access denied on {ad_datamart.view}")
+    assert "roles/bigquery.dataViewer on dataset test-project:mart" in message
+    assert "roles/bigquery.jobUser" in message
+    assert isinstance(caught.value.__cause__, gapi.Forbidden)
+    assert not caught.value.retryable
+
+
+def _never_finishing(request: Request) -> Response | None:
+    """Accept the export job but keep it RUNNING forever; record the cancel."""
+    body = request.json() if request.body else {}
+    running = {"status": {"state": "RUNNING"}}
+    if request.method == "POST" and request.path.endswith("/jobs"):
+        if body["configuration"].get("dryRun"):
+            return None  # the dry run goes to the emulator
+        return Response.json({**body, **running, "id": "x", "statistics": {}})
+    if request.method == "POST" and request.path.endswith("/cancel"):
+        job_id = request.path.split("/")[-2]
+        ref = {"projectId": "test-project", "jobId": job_id, "location": "US"}
+        return Response.json({"job": {"jobReference": ref, "status": {"state": "DONE"}}})
+    if request.method == "GET" and "/queries/" in request.path:
+        job_id = request.path.rsplit("/", 1)[-1]
+        ref = {"projectId": "test-project", "jobId": job_id, "location": "US"}
+        return Response.json({"jobReference": ref, "jobComplete": False})
+    if request.method == "GET" and "/jobs/" in request.path:
+        job_id = request.path.rsplit("/", 1)[-1]
+        ref = {"projectId": "test-project", "jobId": job_id, "location": "US"}
+        return Response.json({"jobReference": ref, "configuration": {"query": {}}, **running})
+    return None
+
+
+@pytest.mark.emulator
+def test_job_is_cancelled_when_the_wait_times_out(
+    proxied_bq_client, bigquery_proxy, ad_datamart, staging_bucket
+) -> None:
+    bigquery_proxy.intercept = _never_finishing
+    bq = _config(ad_datamart.view, job_timeout_seconds=0.3)
+
+    with pytest.raises(ExportError, match="did not finish within") as caught:
+        export_view(proxied_bq_client, bq, GcsConfig(bucket=staging_bucket), DAY, attempt="a1")
+
+    assert caught.value.retryable
+    cancels = [r.path for r in bigquery_proxy.requests if r.path.endswith("/cancel")]
+    (job,) = bigquery_proxy.job_inserts(dry_run=False)
+    assert cancels == [
+        f"/bigquery/v2/projects/test-project/jobs/{job['jobReference']['jobId']}/cancel"
+    ]
+
+
+@pytest.mark.emulator
+def test_every_seeded_date_exports_its_own_rows(bq_client, ad_datamart, staging_bucket) -> None:
+    gcs = GcsConfig(bucket=staging_bucket)
+    counts = {
+        day: export_view(bq_client, _config(ad_datamart.view), gcs, day, attempt="a1").rows
+        for day in (MART_DATES[0], EMPTY_DATE)
+    }
+    assert counts == {MART_DATES[0]: MART_ROWS_PER_DAY, EMPTY_DATE: 0}
