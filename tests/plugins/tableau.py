@@ -27,7 +27,7 @@ def tableau_fake(tableau_server_session: FakeTableauServer) -> Iterator[FakeTabl
 @pytest.fixture
 def tableau_block(tableau_fake: FakeTableauServer) -> TableauServer:
     """A TableauServer block signing in to the fake with its PAT."""
-    (name, secret), = tableau_fake.pats.items()
+    ((name, secret),) = tableau_fake.pats.items()
     return TableauServer(
         server_url=tableau_fake.url,
         site=tableau_fake.site_content_url,
@@ -40,7 +40,7 @@ def tableau_block(tableau_fake: FakeTableauServer) -> TableauServer:
 @pytest.fixture
 def tableau_jwt_block(tableau_fake: FakeTableauServer) -> TableauServer:
     """A TableauServer block signing in to the fake as its connected app."""
-    (client_id, (secret_id, secret_value)), = tableau_fake.apps.items()
+    ((client_id, (secret_id, secret_value)),) = tableau_fake.apps.items()
     return TableauServer(
         server_url=tableau_fake.url,
         site=tableau_fake.site_content_url,
