@@ -290,3 +290,34 @@ def test_deploy_without_an_image_repository_fails_before_building(
         for name in (DAILY, PER_DATE, BACKFILL):
             image = client.read_deployment_by_name(name).job_variables["image"]
             assert image.endswith(":3f2a9c1"), f"{name} was redeployed with image {image!r}"
+
+
+def test_check_pool_prints_the_pool_defaults_as_exports(
+    pool_variables: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from deployments import check_pool
+
+    with get_client(sync_client=True) as client:
+        client.create_work_pool(
+            WorkPoolCreate(
+                name="ecs-provisioned",
+                type="ecs",
+                base_job_template=ecs_base_job_template(task_role_arn=TASK_ROLE)
+                | {"variables": _with_defaults(cluster="prefect-ecs-cluster")},
+            )
+        )
+    assert check_pool.main(["ecs-provisioned"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "export DEPLOY_WORK_POOL=ecs-provisioned" in out
+    assert "export DEPLOY_ECS_CLUSTER=prefect-ecs-cluster" in out
+    assert f"export DEPLOY_TASK_ROLE_ARN={TASK_ROLE}" in out
+    assert any(line.startswith("# DEPLOY_VPC_ID:") for line in out)
+    assert check_pool.main(["no-such-pool"]) == 1
+    assert "not found" in capsys.readouterr().err
+
+
+def _with_defaults(**defaults: str) -> dict[str, Any]:
+    variables = ecs_base_job_template(task_role_arn=TASK_ROLE)["variables"]
+    for name, value in defaults.items():
+        variables["properties"][name]["default"] = value
+    return variables
