@@ -4,7 +4,8 @@
     python -m blocks doctor --config FILE --project P [...]
     python -m blocks save-credentials --config FILE --project P --name NAME [--overwrite]
 
-`doctor` exits 0 when every check passed (warnings allowed), 1 when one failed, 2 on bad usage.
+`doctor` exits 0 when every check passed, 1 when one failed, 3 when all passed with a warning
+(e.g. the EC2 instance role instead of a task role), 2 on bad usage.
 """
 
 from __future__ import annotations

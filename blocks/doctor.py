@@ -38,7 +38,10 @@ from blocks.explain import (
 
 Status = Literal["PASS", "WARN", "FAIL", "SKIP"]
 AWS_STS_ENDPOINT: Final = "https://sts.{region}.amazonaws.com"
-_GET_CALLER_IDENTITY: Final = "?Action=GetCallerIdentity&Version=2011-06-15"
+_GET_CALLER_IDENTITY: Final = "Action=GetCallerIdentity&Version=2011-06-15"
+_TIMEOUT: Final = 30.0
+"""Seconds the cheap call may take, retries included."""
+_FORM: Final = "application/x-www-form-urlencoded; charset=utf-8"
 _STS_NS: Final = {"sts": "https://sts.amazonaws.com/doc/2011-06-15/"}
 
 
@@ -104,7 +107,10 @@ class _Run:
 
 def _first_line(exc: BaseException) -> str:
     # google-auth's errors carry the response body as a second argument; the message is first.
-    text = str(exc.args[0]) if exc.args else type(exc).__name__
+    if isinstance(exc, exceptions.GoogleAuthError):
+        text = str(exc.args[0]) if exc.args else type(exc).__name__
+    else:
+        text = str(exc) or type(exc).__name__
     return text if len(text) < 600 else text[:600] + " ..."
 
 
@@ -152,18 +158,28 @@ def _aws_region(run: _Run, name: str) -> StepResult:
 
 def _caller_identity(run: _Run, name: str) -> StepResult:
     assert run.aws_credentials is not None and run.region is not None
-    signed_url = AWS_STS_ENDPOINT.format(region=run.region) + "/" + _GET_CALLER_IDENTITY
-    # Sign exactly what google-auth signs into the subject token (Host included), then send
-    # it to the override, if any: Google STS replays the same request to AWS.
+    signed_url = AWS_STS_ENDPOINT.format(region=run.region) + "/"
+    # The same credentials, region and host as the subject token google-auth signs, so AWS
+    # names the same caller Google will see. The action goes in a form body, as the AWS SDKs
+    # send it (also what moto can verify); the signed Host stays the regional one even when
+    # the request is sent to an override.
     signed = aws.RequestSigner(run.region).get_request_options(
-        run.aws_credentials, signed_url, "POST"
+        run.aws_credentials,
+        signed_url,
+        "POST",
+        request_payload=_GET_CALLER_IDENTITY,
+        additional_headers={"Content-Type": _FORM},
     )
-    url = signed_url
-    if run.options.aws_sts_endpoint:
-        url = run.options.aws_sts_endpoint.rstrip("/") + "/" + _GET_CALLER_IDENTITY
-    details = (("signed for", signed_url.split("?")[0]), ("sent to", url.split("?")[0]))
+    url = (run.options.aws_sts_endpoint or signed_url).rstrip("/") + "/"
+    details = (("signed for", signed_url), ("sent to", url))
     try:
-        response = run.request(url=url, method="POST", headers=signed["headers"], timeout=10)
+        response = run.request(
+            url=url,
+            method="POST",
+            headers=signed["headers"],
+            body=_GET_CALLER_IDENTITY.encode(),
+            timeout=10,
+        )
     except exceptions.TransportError as exc:
         error = exceptions.TransportError(f"AWS STS {url}: cannot connect ({exc})")
         return run.failed(name, error, "aws", details)
@@ -265,13 +281,17 @@ def _cheap_call(run: _Run, name: str) -> StepResult:
         if bucket:
             name = f"{name}: list gs://{bucket}"
             client = run.block.get_cloud_storage_client()
-            found = sum(1 for _ in client.list_blobs(bucket, max_results=1))
+            found = sum(1 for _ in client.list_blobs(bucket, max_results=1, timeout=_TIMEOUT))
             return StepResult(name, "PASS", (("objects seen", str(found)),))
         name = f"{name}: BigQuery dry run in project {project}"
         from google.cloud import bigquery  # the doctor's only BigQuery use
 
         job = run.block.get_bigquery_client().query(
-            "SELECT 1", job_config=bigquery.QueryJobConfig(dry_run=True, use_query_cache=False)
+            "SELECT 1",
+            job_config=bigquery.QueryJobConfig(dry_run=True, use_query_cache=False),
+            # A diagnosis should report, not wait out the client's 10-minute retry deadline.
+            retry=bigquery.DEFAULT_RETRY.with_deadline(_TIMEOUT),
+            timeout=_TIMEOUT,
         )
         return StepResult(name, "PASS", (("bytes processed", str(job.total_bytes_processed)),))
     except Exception as exc:  # any client error is a finding here, and it is translated
@@ -338,9 +358,17 @@ def diagnose(
     return results
 
 
+EXIT_PASS: Final = 0
+EXIT_FAIL: Final = 1
+EXIT_WARN: Final = 3
+"""Works, but not as it should (e.g. the EC2 instance role instead of a task role)."""
+
+
 def exit_code(results: list[StepResult]) -> int:
-    """0 when no step failed (warnings included), 1 otherwise."""
-    return 0 if all(r.status != "FAIL" for r in results) else 1
+    """0 when every step passed, 1 when one failed, 3 when all passed but with warnings."""
+    if any(r.status == "FAIL" for r in results):
+        return EXIT_FAIL
+    return EXIT_WARN if any(r.status == "WARN" for r in results) else EXIT_PASS
 
 
 def render(results: list[StepResult], *, block_name: str | None = None) -> str:

@@ -134,7 +134,8 @@ KNOWN_FAILURES: Final[tuple[KnownFailure, ...]] = (
     _known(
         "ecs-endpoint-down",
         "aws",
-        r"AWS_CONTAINER_CREDENTIALS_(RELATIVE|FULL)_URI.*(cannot connect|HTTP \d{3})",
+        r"AWS_CONTAINER_CREDENTIALS_(RELATIVE|FULL)_URI.*"
+        r"(cannot connect|no answer|after \d+ attempts|HTTP \d{3})",
         "The ECS credentials endpoint did not answer. Run this inside the task (ECS Exec), not "
         "on a laptop with copied variables; check that the task definition has a taskRoleArn, "
         "that the ECS agent is running, and, with bridge/host networking, that nothing blocks "
@@ -262,7 +263,7 @@ KNOWN_FAILURES: Final[tuple[KnownFailure, ...]] = (
     _known(
         "bucket-not-found",
         "api",
-        r"\b404\b.*bucket|bucket .*does not exist|The specified bucket",
+        r"\b404\b.*(/storage/v1/b/|bucket)|bucket .*does not exist|The specified bucket",
         "Bucket gs://{bucket} does not exist or is in another project: check gcs.bucket.",
     ),
     _known(
@@ -279,6 +280,9 @@ KNOWN_FAILURES: Final[tuple[KnownFailure, ...]] = (
 def _error_text(exc: BaseException) -> str:
     """Everything the exception says: its args (google-auth puts the response body second)."""
     parts = [str(arg) for arg in exc.args] or [str(exc)]
+    code = getattr(exc, "code", None)  # google.api_core errors keep the HTTP status here
+    if isinstance(code, int):
+        parts.append(f"HTTP {code}")
     message = getattr(exc, "message", None)
     if message:
         parts.append(str(message))
