@@ -52,8 +52,12 @@ class AwsWorkloadIdentityCredentials(GcpCredentials):
     )
 
     # Inherited key fields make no sense for a keyless block: hide them and reject values.
-    service_account_file: SkipJsonSchema[None] = None
-    service_account_info: SkipJsonSchema[None] = None
+    service_account_file: SkipJsonSchema[None] = Field(
+        default=None, description="Not used: this block holds no key."
+    )
+    service_account_info: SkipJsonSchema[None] = Field(
+        default=None, description="Not used: this block holds no key."
+    )
 
     credential_config: dict[str, Any] = Field(
         default=...,

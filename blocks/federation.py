@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -29,6 +29,58 @@ logger = logging.getLogger(__name__)
 
 RETRYABLE_STATUSES: Final[frozenset[int]] = frozenset({429, 500, 502, 503, 504})
 """Statuses of Google STS / IAM Credentials worth another attempt."""
+
+_SECRET_KEYS: Final = frozenset(
+    {
+        "authorization",
+        "x-amz-security-token",
+        "subject_token",
+        "secretaccesskey",
+        "token",
+        "sessiontoken",
+        "access_token",
+        "accesstoken",
+    }
+)
+_GOOGLE_TRANSPORT_LOGGERS: Final = (
+    "google.auth.transport.requests",
+    "google.auth.transport.urllib3",
+    "google.auth.transport._http_client",
+)
+
+
+def _redact(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {
+            k: "<redacted>"
+            if str(k).lower() in _SECRET_KEYS and isinstance(v, str | bytes)
+            else _redact(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_redact(v) for v in value]
+    return value
+
+
+class _RedactHttpSecrets(logging.Filter):
+    """Scrub what google-auth's DEBUG logs carry in `extra`.
+
+    With DEBUG on the `google` logger, google-auth logs every request's headers and body,
+    hashing only OAuth field names: the STS `subject_token` (with the AWS session token) and
+    `Authorization: Bearer` headers would be written out as they are.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for attr in ("httpRequest", "httpResponse"):
+            if hasattr(record, attr):
+                setattr(record, attr, _redact(getattr(record, attr)))
+        return True
+
+
+for _name in _GOOGLE_TRANSPORT_LOGGERS:
+    _logger = logging.getLogger(_name)
+    if not any(isinstance(f, _RedactHttpSecrets) for f in _logger.filters):
+        _logger.addFilter(_RedactHttpSecrets())
 
 
 class WorkloadIdentityError(exceptions.RefreshError):
