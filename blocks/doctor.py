@@ -15,7 +15,9 @@ real call (BigQuery dry run, or listing the bucket).
 
 from __future__ import annotations
 
+import json
 import os
+import textwrap
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -109,6 +111,9 @@ def _first_line(exc: BaseException) -> str:
     # google-auth's errors carry the response body as a second argument; the message is first.
     if isinstance(exc, exceptions.GoogleAuthError):
         text = str(exc.args[0]) if exc.args else type(exc).__name__
+        said = _google_message(exc.args[1]) if len(exc.args) > 1 else None
+        if said and said not in text:
+            text += f": {said}"
     else:
         text = str(exc) or type(exc).__name__
     return text if len(text) < 600 else text[:600] + " ..."
@@ -171,7 +176,9 @@ def _caller_identity(run: _Run, name: str) -> StepResult:
         additional_headers={"Content-Type": _FORM},
     )
     url = (run.options.aws_sts_endpoint or signed_url).rstrip("/") + "/"
-    details = (("signed for", signed_url), ("sent to", url))
+    details: tuple[tuple[str, str], ...] = (("signed for", signed_url),)
+    if url != signed_url:
+        details += (("sent to", url),)
     try:
         response = run.request(
             url=url,
@@ -381,9 +388,7 @@ def render(results: list[StepResult], *, block_name: str | None = None) -> str:
         lines.extend(f"     {key.ljust(width)} : {value}" for key, value in result.details)
         if result.fix:
             label = "FIX" if result.status == "FAIL" else "NOTE"
-            first, *rest = result.fix.splitlines()
-            lines.append(f"     {label}: {first}")
-            lines.extend(f"     {line}" for line in rest)
+            lines.extend(_wrap(f"{label}: {result.fix}"))
     failed = next((r for r in results if r.status == "FAIL"), None)
     warned = [r for r in results if r.status == "WARN"]
     if failed:
@@ -391,6 +396,35 @@ def render(results: list[StepResult], *, block_name: str | None = None) -> str:
     else:
         lines.append("RESULT: PASS" + (f" with {len(warned)} warning(s)" if warned else ""))
     return "\n".join(lines) + "\n"
+
+
+def _wrap(text: str) -> list[str]:
+    """Indent and wrap prose at 100 columns; command lines (indented) stay whole to copy."""
+    lines: list[str] = []
+    for line in text.splitlines():
+        if line.startswith(" "):
+            lines.append("     " + line)
+        else:
+            lines.extend(
+                textwrap.wrap(
+                    line,
+                    100,
+                    initial_indent="     ",
+                    subsequent_indent="       ",
+                    break_long_words=False,  # ARNs and URLs stay whole
+                    break_on_hyphens=False,
+                )
+            )
+    return lines
+
+
+def _google_message(body: object) -> str | None:
+    """The `error.message` of a Google JSON error body (IAM Credentials puts it there)."""
+    try:
+        error = json.loads(str(body)).get("error")
+    except (ValueError, AttributeError):
+        return None
+    return str(error.get("message")) if isinstance(error, dict) and error.get("message") else None
 
 
 def _expiry(expiration: datetime | None) -> str:

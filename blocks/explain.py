@@ -188,7 +188,7 @@ KNOWN_FAILURES: Final[tuple[KnownFailure, ...]] = (
         "sts",
         r"unauthorized_client|rejected by the attribute condition",
         "The provider's attribute condition rejects {arn} (attribute.aws_role = {role}); "
-        "condition: {condition}. Either run the task with a role the condition admits, or "
+        "condition tested: {condition}. Either run the task with a role the condition admits, or "
         "change the condition to admit it, e.g.\n"
         "  gcloud iam workload-identity-pools providers update-aws {provider} "
         '--workload-identity-pool={pool} --location={location} --attribute-condition="{admit}"',
@@ -300,7 +300,7 @@ def _placeholders(context: FixContext) -> _Placeholders:
     values = _Placeholders({k: v for k, v in asdict(context).items() if v})
     values.setdefault("arn", "the caller ARN")
     values.setdefault("role", "the mapped role")
-    values.setdefault("condition", "the provider's attribute condition")
+    values.setdefault("condition", "unknown here (pass the provider's as --condition)")
     values.setdefault("service_account", "the service account")
     values["admit"] = admitting_condition(context.condition, context.role)
     values["principal_set"] = principal_set(context.audience, context.role)
