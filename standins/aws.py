@@ -147,6 +147,11 @@ class MotoAws:
             "Arn": answer["AssumedRoleUser"]["Arn"],
         }
 
+    def revoke(self, access_key_id: str) -> None:
+        """Make STS refuse these credentials from now on (as after a revoked session)."""
+        with self._lock:
+            self._secrets.pop(access_key_id, None)
+
     def caller_arn(self, url: str, method: str, headers: dict[str, str]) -> str:
         """Verify a SigV4-signed GetCallerIdentity request and return the caller's ARN.
 

@@ -70,6 +70,27 @@ def test_cached_aws_credentials_are_reused_between_exchanges(federated_block, ec
     assert len(google_identity.exchanges) == 2
 
 
+def test_revoked_aws_keys_are_fetched_again_on_the_next_attempt(
+    federated_block, ecs, google_identity, moto_aws
+):
+    credentials = federated_block.get_credentials_from_service_account()
+    _refresh(credentials)
+    moto_aws.revoke(ecs.issued[0].access_key_id)
+    ecs.rotate()
+
+    with pytest.raises(WorkloadIdentityError, match="InvalidClientTokenId") as caught:
+        _refresh(credentials)
+    assert caught.value.retryable is True
+    _refresh(credentials)  # the cache was dropped: the rotated keys are used, no clock change
+
+    assert [e.outcome for e in google_identity.exchanges] == [
+        "accepted",
+        "invalid_grant",
+        "accepted",
+    ]
+    assert google_identity.exchanges[2].access_key_id == ecs.issued[1].access_key_id
+
+
 def test_condition_rejected_is_one_request_and_names_the_role(
     wif_block, ecs, google_identity, caplog
 ):
