@@ -109,10 +109,14 @@ def pool_variables(api_url: str) -> dict[str, Any]:
 
 
 def _deploy(
-    api_url: str, engine: FakeDockerEngine, home: Path, env: dict[str, str]
+    api_url: str,
+    engine: FakeDockerEngine,
+    home: Path,
+    env: dict[str, str],
 ) -> subprocess.CompletedProcess[str]:
     # Only what the deploy needs: no developer AWS/GCP/Docker settings leak in.
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("DEPLOY_", "DOCKER_"))}
+    leaks = ("DEPLOY_", "DOCKER_", "PREFECT_", "AWS_", "GOOGLE_")
+    base = {k: v for k, v in os.environ.items() if not k.startswith(leaks)}
     return subprocess.run(
         [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"],
         cwd=REPO,
@@ -281,7 +285,9 @@ def test_deploy_without_an_image_repository_fails_before_building(
     builds_before = len(docker_engine.builds)
     env = {k: v for k, v in DEPLOY_ENV.items() if k != "DEPLOY_IMAGE_REPOSITORY"}
     env["DEPLOY_IMAGE_TAG"] = "never-deployed"
-    result = _deploy(api_url, docker_engine, tmp_path_factory.mktemp("prefect-home"), env)
+    # What deploy.sh runs; one deployment alone (`--name backfill`) runs the same build steps.
+    home = tmp_path_factory.mktemp("prefect-home")
+    result = _deploy(api_url, docker_engine, home, env)
     output = result.stdout + result.stderr
     assert result.returncode != 0, output
     assert "DEPLOY_IMAGE_REPOSITORY is not set" in output
