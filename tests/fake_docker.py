@@ -1,4 +1,4 @@
-"""A fake Docker Engine API on loopback, so `prefect deploy` runs prefect.yaml's real build and push.
+"""A fake Docker Engine API on loopback: `prefect deploy` runs prefect.yaml's real build and push.
 
 There is no Docker engine here, and prefect.yaml must not grow a test-only switch. docker-py
 (under prefect-docker's steps) talks to whatever `DOCKER_HOST` names, so the deploy test points
