@@ -89,11 +89,23 @@ class TableauServer(Block):
 
     Secrets are `SecretStr`: they never appear in reprs, logs, exceptions or the block
     document shown by the UI/API.
+
+    Example:
+        ```python
+        from blocks.tableau import TableauServer
+
+        tableau = TableauServer.load("BLOCK_NAME")
+        with tableau.sign_in() as server:
+            projects, _ = server.projects.get()
+        ```
     """
 
     _block_type_name = "Tableau Server"
     _block_type_slug = "tableau-server"
     _description = "A Tableau Server/Cloud site, signed in to with a PAT or a connected-app JWT."
+    _documentation_url = (
+        "https://help.tableau.com/current/api/rest_api/en-us/REST/rest_api_concepts_auth.htm"
+    )
 
     server_url: str = Field(
         description="Base URL of Tableau Server or Cloud, e.g. https://prod-apnortheast-a.online.tableau.com."

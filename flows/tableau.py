@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 import requests
 import tableauserverclient as tsc
@@ -51,13 +51,10 @@ from tableauserverclient.server.endpoint.exceptions import (
 )
 from tableauserverclient.server.exceptions import EndpointUnavailableError
 
-from blocks.tableau import explain_sign_in_failure
+from blocks.tableau import TableauServer, explain_sign_in_failure
 from flows.config import TableauConfig
 from flows.errors import ConfigError, PipelineError, PublishError, SchemaDriftError, is_retryable
 from flows.hyper import EXTRACT_SCHEMA, EXTRACT_TABLE, HyperExtract
-
-if TYPE_CHECKING:
-    from blocks.tableau import TableauServer
 
 logger = logging.getLogger(__name__)
 

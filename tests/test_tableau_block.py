@@ -9,6 +9,8 @@ import uuid
 
 import jwt
 import pytest
+from prefect.blocks.core import Block
+from prefect.testing.standard_test_suites import BlockStandardTestSuite
 from pydantic import SecretStr, ValidationError
 from tableauserverclient.server.endpoint.exceptions import FailedSignInError
 
@@ -168,3 +170,17 @@ def test_sign_in_logs_hold_no_secret(tableau_fake, tableau_block, tableau_jwt_bl
     assert caplog.records
     for secret in (*tableau_fake.pats.values(), *(v for _, v in tableau_fake.apps.values())):
         assert secret not in caplog.text
+
+
+class TestBlockStandards(BlockStandardTestSuite):
+    @pytest.fixture
+    def block(self) -> type[Block]:
+        return TableauServer
+
+    def test_has_a_valid_image(self, block: type[Block]) -> None:
+        # No logo is shipped (the standard check would download one); the UI shows a default.
+        assert block._logo_url is None
+
+    def test_slug_and_name(self, block: type[Block]) -> None:
+        assert block.get_block_type_slug() == "tableau-server"
+        assert block.get_block_type_name() == "Tableau Server"
