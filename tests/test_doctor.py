@@ -224,6 +224,30 @@ def test_region_from_task_metadata(run_doctor, apis_env):
     assert dict(results[1].details) == {"region": "us-east-1", "from": "ECS metadata"}
 
 
+def test_aws_sts_unreachable(run_doctor):
+    results, _ = run_doctor(aws_sts_endpoint="http://127.0.0.1:9")
+    step = _step(results, "Caller ARN")
+    assert step.status == "FAIL"
+    assert "sts.REGION.amazonaws.com" in step.fix and "--aws-sts-endpoint" in step.fix
+
+
+def test_aws_refuses_the_credentials(run_doctor, google_identity):
+    # Keys AWS does not know (e.g. revoked, or copied from an old session into env vars).
+    environ = {
+        "AWS_ACCESS_KEY_ID": "ASIAUNKNOWN0000000000",
+        "AWS_SECRET_ACCESS_KEY": "not-a-real-secret",
+        "AWS_REGION": "us-east-1",
+    }
+    results, text = run_doctor(environ=environ)
+    assert dict(results[0].details)["source"] == "env"
+    step = _step(results, "Caller ARN")
+    assert step.status == "FAIL", text
+    assert "InvalidClientTokenId" in dict(step.details)["error"]
+    assert step.fix.startswith("AWS itself refuses these credentials")
+    assert "not-a-real-secret" not in text
+    assert google_identity.requests_to("sts") == []
+
+
 class _DenyingApis(GoogleApis):
     """The API fake, but BigQuery answers 403 as it does without roles/bigquery.jobUser."""
 
@@ -335,6 +359,27 @@ def test_cli_custom_mapping(cli_setup, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert code == 0, out
     assert f"attribute.acct : {ACCOUNT_ID}" in out and "aws_role" not in out
+
+
+@pytest.mark.prefect
+def test_cli_save_credentials_then_doctor_the_block(cli_setup, monkeypatch, capsys, prefect_server):
+    args, env = cli_setup
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    config, project, sts = args[1], args[3], args[5]
+
+    saved = main(
+        ["save-credentials", "--config", config, "--project", project, "--name", "wif-doc"]
+    )
+    assert (
+        saved == 0 and "Saved aws-workload-identity-credentials/wif-doc" in capsys.readouterr().out
+    )
+    code = main(["doctor", "--block", "wif-doc", "--aws-sts-endpoint", sts])
+
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert out.startswith("Workload Identity doctor for block 'wif-doc'")
+    assert out.count("[PASS]") == 7
 
 
 @pytest.mark.parametrize(
