@@ -49,7 +49,7 @@ def split_gs_uri(uri_prefix: str) -> tuple[str, str]:
         DownloadError: not a gs:// folder URI ending with '/'.
     """
     match = _GS_URI_RE.fullmatch(uri_prefix)
-    if not match or "//" in match["name"] or ".." in match["name"].split("/"):
+    if not match or "//" in f"/{match['name']}" or ".." in match["name"].split("/"):
         raise DownloadError(f"Export prefix {uri_prefix!r} is not a gs://BUCKET/PATH/ folder URI")
     return match["bucket"], match["name"]
 
