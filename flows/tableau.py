@@ -64,6 +64,8 @@ AS_JOB_MIN_BYTES: Final[int] = 64 * 1024 * 1024
 """Publish files this big as an asynchronous job; TSC also uploads them in chunks from 64 MB."""
 RUN_DATE_TABLE: Final[str] = "pipeline_run_date"
 """Payload table holding only the run date: a delete's source may hold only condition columns."""
+CREATE_NEW_EXISTS: Final[str] = "403007"
+"""Tableau's answer to CreateNew when the name exists (see FACTS.md)."""
 _FILTER_UNSAFE: Final[str] = ",&:[]"  # the REST filter grammar cannot escape these
 
 # Tableau's logical types (the .tds <local-type>) of the Hyper SQL types the build writes.
@@ -159,6 +161,12 @@ def _explain(exc: Exception, step: str, server: TableauServer) -> PublishError:
         return PublishError(
             f"Tableau answered HTTP {exc.code} while trying to {step}; this is usually "
             "transient and the task retries.",
+            retryable=True,
+        )
+    if isinstance(exc, ServerResponseError) and str(exc.code) == CREATE_NEW_EXISTS:
+        return PublishError(
+            f"Tableau refused to {step}: the datasource appeared since it was looked up (a "
+            "concurrent run created it). A retry updates it instead.",
             retryable=True,
         )
     if isinstance(exc, ServerResponseError):

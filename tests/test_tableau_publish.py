@@ -374,3 +374,14 @@ def test_no_secret_in_logs_or_errors(tableau_fake, tableau_block, make_extract, 
     texts = [caplog.text, str(info.value), repr(info.value), repr(tableau_block)]
     assert caplog.records and not any(secret in t or secret[:8] in t for t in texts)
     assert info.value.__cause__ is None  # the vendor error chains to the request with the secret
+
+
+def test_create_race_is_retryable_and_the_retry_updates(tableau_fake, tableau_block, make_extract):
+    tableau_fake.fail("POST", r"/datasources$", 403, code="403007")  # a concurrent run won
+    extract = make_extract(D1, 2)
+    with pytest.raises(PublishError, match="concurrent run created it") as info:
+        publish(tableau_block, extract, D1, _config(), date_column="date")
+    assert info.value.retryable
+
+    publish(tableau_block, extract, D1, _config(), date_column="date")
+    assert tableau_fake.rows_by_date("ads") == {D1: 2}
