@@ -191,7 +191,8 @@ def export_view(
     logger.info("Exporting %s for %s to %s (job %s)", bq.view, run_date, prefix, job.job_id)
     _wait(job, bq, gcs)
 
-    stats = (job._properties.get("statistics", {}).get("query", {})).get("exportDataStatistics")
+    # google-cloud-bigquery has no accessor for exportDataStatistics: read the job resource.
+    stats = job._properties.get("statistics", {}).get("query", {}).get("exportDataStatistics")
     manifest = ExportManifest(
         view=bq.view,
         run_date=run_date,
