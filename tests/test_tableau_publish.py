@@ -385,3 +385,33 @@ def test_create_race_is_retryable_and_the_retry_updates(tableau_fake, tableau_bl
 
     publish(tableau_block, extract, D1, _config(), date_column="date")
     assert tableau_fake.rows_by_date("ads") == {D1: 2}
+
+
+def test_publish_with_a_connected_app(tableau_fake, tableau_jwt_block, make_extract):
+    publish(tableau_jwt_block, make_extract(D1, 2), D1, _config(), date_column="date")
+    publish(tableau_jwt_block, make_extract(D1, 2), D1, _config(), date_column="date")
+
+    assert tableau_fake.rows_by_date("ads") == {D1: 2}
+    assert tableau_fake.active_sessions == 0
+
+
+def test_fake_runs_a_request_id_once(tableau_fake, tableau_block, make_extract):
+    import tableauserverclient as tsc
+
+    publish(tableau_block, make_extract(D1, 2), D1, _config(), date_column="date")
+    extract = make_extract(D2, 3)
+    insert = [replace_date_actions("date")[1]]
+    with tableau_block.sign_in() as server:
+        ds = server.datasources.get_by_id(tableau_fake.datasource("ads").id)
+        jobs = [
+            server.datasources.update_hyper_data(
+                ds, request_id="same", actions=insert, payload=str(extract.path)
+            )
+            for _ in range(2)
+        ]
+        assert jobs[0].id == jobs[1].id
+        for name in ("a", "b", "c"):
+            tableau_fake.add_project(name)
+        projects, page = server.projects.get(tsc.RequestOptions(pagenumber=2, pagesize=3))
+    assert tableau_fake.rows_by_date("ads") == {D1: 2, D2: 3}
+    assert [p.name for p in projects] == ["c"] and page.total_available == 4
