@@ -243,11 +243,12 @@ class FakeTableauServer(LoopbackServer):
         if not match:
             return _error(404, "404000", "Resource Not Found", request.path)
         rest = match["rest"]
-        for failure in self._route_failures:
-            method, regex, status, code, times = failure
-            if times > 0 and method == request.method and regex.search(rest):
-                failure[4] -= 1
-                return _error(status, code, "Injected failure", f"{request.method} {rest}")
+        with self._lock:
+            for failure in self._route_failures:
+                method, regex, status, code, times = failure
+                if times > 0 and method == request.method and regex.search(rest):
+                    failure[4] -= 1
+                    return _error(status, code, "Injected failure", f"{request.method} {rest}")
         if rest == "serverInfo":
             return self._server_info()
         if rest == "auth/signin" and request.method == "POST":
