@@ -13,6 +13,7 @@ Save one from a config file with `save_credentials_block()` (or
 
 from __future__ import annotations
 
+import copy
 import json
 import threading
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from blocks.federation import WorkloadIdentityCredentials
 CLOUD_PLATFORM_SCOPE: Final = "https://www.googleapis.com/auth/cloud-platform"
 AWS_SUBJECT_TOKEN_TYPE: Final = "urn:ietf:params:aws:token-type:aws4_request"  # noqa: S105
 _REQUIRED_KEYS: Final = ("audience", "subject_token_type", "token_url")
+_RUNTIME: Final = frozenset({"_supplier", "_credentials", "_retry_sleep", "_lock"})
 
 
 class AwsWorkloadIdentityCredentials(GcpCredentials):
@@ -154,6 +156,38 @@ class AwsWorkloadIdentityCredentials(GcpCredentials):
                 "token_lifetime_seconds or regenerate the config with --service-account."
             )
         return self
+
+    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> Self:
+        # Prefect and pydantic deep-copy blocks; a lock can't be copied, and a copy of the same
+        # block may as well share the supplier's cache and the Google credentials.
+        clone = copy.copy(self)
+        object.__setattr__(clone, "__dict__", copy.deepcopy(self.__dict__, memo))
+        private = {
+            key: value if key in _RUNTIME else copy.deepcopy(value, memo)
+            for key, value in (self.__pydantic_private__ or {}).items()
+        }
+        private["_lock"] = threading.Lock()
+        object.__setattr__(clone, "__pydantic_private__", private)
+        return clone
+
+    def __getstate__(self) -> dict[Any, Any]:
+        # Pickled into another process, the block reads that process's AWS environment afresh.
+        state = super().__getstate__()
+        private = state.get("__pydantic_private__") or {}
+        state["__pydantic_private__"] = {k: v for k, v in private.items() if k not in _RUNTIME}
+        return state
+
+    def __setstate__(self, state: dict[Any, Any]) -> None:
+        super().__setstate__(state)
+        private = self.__pydantic_private__
+        private.update(_supplier=None, _credentials=None, _retry_sleep=None, _lock=threading.Lock())
+
+    def __eq__(self, other: object) -> bool:
+        # pydantic also compares private attributes, i.e. our lock and caches: two blocks are
+        # equal when their fields are.
+        if not isinstance(other, AwsWorkloadIdentityCredentials):
+            return NotImplemented
+        return type(self) is type(other) and self.__dict__ == other.__dict__
 
     def __hash__(self) -> int:
         return hash((json.dumps(self.credential_config, sort_keys=True), self.project))

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
+import pickle
 import subprocess
 import sys
 from uuid import UUID
 
+import cloudpickle
 import google.auth
 import google.auth.transport.requests
 import pytest
@@ -169,6 +172,37 @@ def test_lifetime_scopes_and_quota_project_reach_google(
     assert credentials.quota_project_id == "billing-project"
     token = google_identity.validate_access_token(f"Bearer {credentials.token}")
     assert token.scopes == ("https://www.googleapis.com/auth/bigquery",)
+
+
+def test_equality_is_by_fields(credential_config):
+    one = AwsWorkloadIdentityCredentials(credential_config=credential_config, project=PROJECT)
+    two = AwsWorkloadIdentityCredentials(credential_config=credential_config, project=PROJECT)
+    other = AwsWorkloadIdentityCredentials(credential_config=credential_config, project="other")
+
+    assert one == two and hash(one) == hash(two)
+    assert one != other
+
+
+def test_deep_copy_shares_the_supplier_cache(wif_block):
+    credentials = wif_block.get_credentials_from_service_account()
+
+    clone = copy.deepcopy(wif_block)
+
+    assert clone == wif_block
+    assert clone.supplier is wif_block.supplier
+    assert clone.get_credentials_from_service_account() is credentials
+    assert clone.credential_config is not wif_block.credential_config
+
+
+@pytest.mark.parametrize("dumps", [pickle.dumps, cloudpickle.dumps])
+def test_pickled_block_starts_with_a_fresh_supplier(wif_block, dumps):
+    wif_block.get_credentials_from_service_account()
+
+    restored = pickle.loads(dumps(wif_block))
+
+    assert restored == wif_block
+    assert restored.supplier is not wif_block.supplier
+    assert restored.supplier.last_source is None
 
 
 def test_from_config_file(tmp_path, credential_config):
