@@ -307,6 +307,18 @@ def save_credentials_block(
 
     Returns:
         The id of the saved block document.
+
+    Raises:
+        ValueError: The file is not a valid configuration, or the name is taken and
+            `overwrite` is false.
     """
     block = AwsWorkloadIdentityCredentials.from_config_file(config_path, project=project, **fields)
-    return block.save(name, overwrite=overwrite)
+    try:
+        return block.save(name, overwrite=overwrite)
+    except ValueError as exc:
+        if "already in use" not in str(exc):
+            raise
+        raise ValueError(
+            f"A credentials block named {name!r} already exists; pass overwrite=True "
+            "(--overwrite on the command line) to replace it."
+        ) from None

@@ -306,6 +306,9 @@ def test_save_credentials_block_from_a_config_file(prefect_server, tmp_path, cre
     assert isinstance(block_id, UUID)
     loaded = AwsWorkloadIdentityCredentials.load("wif-from-file")
     assert loaded.project == PROJECT and loaded.credential_config == credential_config
+    with pytest.raises(ValueError, match="already exists; pass overwrite=True"):
+        save_credentials_block(path, "other-project", "wif-from-file")
+    assert AwsWorkloadIdentityCredentials.load("wif-from-file").project == PROJECT
 
 
 @pytest.mark.prefect
