@@ -147,17 +147,20 @@ def local_stack(
     dates: tuple[date, ...],
     rows_per_day: int,
     *,
+    moto: MotoAws | None = None,
     gcs: GcsEmulator | None = None,
     bigquery: BigQueryEmulator | None = None,
 ) -> Iterator[LocalStack]:
     """Start every stand-in on 127.0.0.1, seed the data mart, and stop them all on exit.
 
-    Running emulators may be passed in (the tests share theirs); the BigQuery one must export
+    Running servers may be passed in (the tests share theirs): moto's state is global to a
+    process, so there must be only one `MotoAws` per process; the BigQuery emulator must export
     into the GCS one.
     """
     with ExitStack() as stack:
-        moto = MotoAws()
-        stack.callback(moto.close)
+        if moto is None:
+            moto = MotoAws()
+            stack.callback(moto.close)
         ecs = stack.enter_context(EcsMetadataServer(moto, clock=_real_clock))  # type: ignore[arg-type]
         ecs_token = secrets.token_urlsafe(24)
         ecs.auth_token = ecs_token

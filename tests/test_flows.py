@@ -1,0 +1,300 @@
+"""The daily and backfill flows, end to end on every stand-in, under one Prefect test server.
+
+Real flows, real blocks (loaded from the Prefect API), real clients: the only differences from
+production are the endpoints in the configuration (`standins.stack`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import suppress
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prefect.artifacts import Artifact
+from prefect.exceptions import ObjectAlreadyExists
+from prefect.settings import PREFECT_API_URL
+
+import flows.daily as daily
+from flows.backfill import backfill
+from flows.config import PipelineConfig
+from flows.errors import ConfigError, ExportError, PipelineError, PublishError
+from standins.aws import MotoAws
+from standins.emulators import BigQueryEmulator, GcsEmulator
+from standins.stack import DATASOURCE, LocalStack, local_stack
+
+pytestmark = [pytest.mark.emulator, pytest.mark.hyper, pytest.mark.prefect]
+
+ROWS_PER_DAY = 40
+# Five days with data and a gap (GAP has no rows: the mart "was not refreshed" that day).
+DAY = date(2026, 11, 20)
+SEEDED = tuple(DAY - timedelta(days=i) for i in range(7) if i != 4)
+GAP = DAY - timedelta(days=4)
+
+
+@pytest.fixture(scope="module")
+def stack(
+    prefect_server: None,
+    moto_aws: MotoAws,
+    gcs_emulator: GcsEmulator,
+    bigquery_emulator: BigQueryEmulator,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[LocalStack]:
+    with local_stack(
+        tmp_path_factory.mktemp("stack"),
+        SEEDED,
+        ROWS_PER_DAY,
+        moto=moto_aws,
+        gcs=gcs_emulator,
+        bigquery=bigquery_emulator,
+    ) as running:
+        running.save_blocks()
+        yield running
+
+
+@pytest.fixture
+def world(stack: LocalStack, monkeypatch: pytest.MonkeyPatch, no_regional_access_boundary: None):
+    """The flow's process sees the ECS task's environment; Tableau starts empty."""
+    for name, value in stack.environ().items():
+        monkeypatch.setenv(name, value)
+    stack.reset_tableau()
+    return stack
+
+
+@pytest.fixture
+def config(world: LocalStack, tmp_path: Path) -> PipelineConfig:
+    return world.pipeline_config(work_dir=tmp_path / "work")
+
+
+def bq_rows_by_date(stack: LocalStack) -> dict[date, int]:
+    rows = (
+        stack.bigquery_client()
+        .query(f"SELECT date, COUNT(*) AS n FROM `{stack.view}` GROUP BY date")
+        .result()
+    )
+    return {row["date"]: row["n"] for row in rows}
+
+
+def fail_once(monkeypatch: pytest.MonkeyPatch, name: str, exc: Exception) -> list[int]:
+    """Make `flows.daily.<name>` raise `exc` on its first call, then behave normally."""
+    real: Callable[..., Any] = getattr(daily, name)
+    calls: list[int] = []
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise exc
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(daily, name, wrapper)
+    return calls
+
+
+def test_daily_run_publishes_exactly_the_days_rows_and_leaves_a_report(
+    world: LocalStack, config: PipelineConfig
+) -> None:
+    expected = bq_rows_by_date(world)
+
+    result = daily.daily_refresh(config=config, run_date=DAY)
+
+    assert world.tableau.rows_by_date(DATASOURCE) == {DAY: expected[DAY]}
+    assert result["rows"] == expected[DAY]
+    # The staged export is deleted after a successful publish, and the work dir is gone.
+    assert world.staged_objects() == []
+    assert list(config.work_dir.iterdir()) == []
+    report = Artifact.get("run-report")
+    assert report is not None and DAY.isoformat() in report.data
+    assert f"{expected[DAY]:,}" in report.data and "succeeded" in report.data
+
+
+def test_rerun_and_backfilled_days_never_duplicate(
+    world: LocalStack, config: PipelineConfig
+) -> None:
+    expected = bq_rows_by_date(world)
+    earlier = SEEDED[2]
+
+    daily.daily_refresh(config=config, run_date=DAY)
+    daily.daily_refresh(config=config, run_date=earlier)  # an older day in the middle
+    daily.daily_refresh(config=config, run_date=DAY)  # the same day again
+
+    assert world.tableau.rows_by_date(DATASOURCE) == {
+        DAY: expected[DAY],
+        earlier: expected[earlier],
+    }
+    history = Artifact.get("ad-performance-daily-history")
+    assert history is not None
+    rows = json.loads(history.data)
+    assert [r["run_date"] for r in rows[:3]] == [
+        DAY.isoformat(),
+        earlier.isoformat(),
+        DAY.isoformat(),
+    ]
+    assert all(r["status"] == "succeeded" for r in rows[:3])
+
+
+def test_scheduled_run_processes_yesterday_in_tokyo_of_its_scheduled_time(
+    world: LocalStack, config: PipelineConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Scheduled for 06:00 JST on DAY+1 (21:00 UTC on DAY), started late: still DAY.
+    scheduled = f"{DAY.isoformat()}T21:00:00+00:00"
+    monkeypatch.setenv("PREFECT__RUNTIME__FLOW_RUN__SCHEDULED_START_TIME", scheduled)
+    expected = bq_rows_by_date(world)
+
+    daily.daily_refresh(config=config)
+
+    assert world.tableau.rows_by_date(DATASOURCE) == {DAY: expected[DAY]}
+
+
+@pytest.mark.parametrize(
+    ("run_date", "message"),
+    [(date(2099, 1, 1), "in the future"), (date(2000, 1, 1), "before earliest_date")],
+)
+def test_invalid_date_is_refused_before_any_side_effect(
+    world: LocalStack, config: PipelineConfig, run_date: date, message: str
+) -> None:
+    requests_before = len(world.identity.requests)
+
+    with pytest.raises(ConfigError, match=message):
+        daily.daily_refresh(config=config, run_date=run_date)
+
+    assert len(world.identity.requests) == requests_before  # no credentials exchanged
+    assert world.staged_objects() == []
+    assert world.tableau.datasources == {}
+
+
+@pytest.mark.parametrize(
+    ("step", "exc"),
+    [
+        ("export_view", ExportError("BigQuery backendError (injected)", retryable=True)),
+        ("download_export", ConnectionResetError("connection reset (injected)")),
+        ("build_hyper", OSError("disk hiccup (injected)")),
+    ],
+)
+def test_transient_failure_in_a_step_is_retried_within_the_run(
+    world: LocalStack,
+    config: PipelineConfig,
+    monkeypatch: pytest.MonkeyPatch,
+    step: str,
+    exc: Exception,
+) -> None:
+    expected = bq_rows_by_date(world)
+    if step == "build_hyper":  # an OSError is not transient: this one must fail the run
+        calls = fail_once(monkeypatch, step, exc)
+        with pytest.raises(OSError, match="injected"):
+            daily.daily_refresh(config=config, run_date=DAY)
+        assert len(calls) == 1  # permanent: not retried
+        assert world.tableau.datasources == {}
+        monkeypatch.undo()
+        for name, value in world.environ().items():
+            monkeypatch.setenv(name, value)
+        daily.daily_refresh(config=config, run_date=DAY)  # the rerun
+    else:
+        calls = fail_once(monkeypatch, step, exc)
+        daily.daily_refresh(config=config, run_date=DAY)
+        assert len(calls) == 2  # failed once, retried once
+
+    assert world.tableau.rows_by_date(DATASOURCE) == {DAY: expected[DAY]}
+
+
+def test_publish_failures_retry_or_fail_then_a_rerun_is_exact(
+    world: LocalStack, config: PipelineConfig
+) -> None:
+    expected = bq_rows_by_date(world)
+    daily.daily_refresh(config=config, run_date=DAY)
+
+    # A 503 from Tableau is transient: the publish task retries and the run succeeds.
+    world.tableau.fail("PATCH", r"/datasources/[^/]+/data", status=503, code="503000", times=1)
+    daily.daily_refresh(config=config, run_date=DAY)
+    assert world.tableau.rows_by_date(DATASOURCE) == {DAY: expected[DAY]}
+
+    # A failed Tableau job is permanent: the run fails, the day is untouched, a rerun fixes it.
+    world.tableau.fail_jobs()
+    with pytest.raises(PublishError):
+        daily.daily_refresh(config=config, run_date=SEEDED[1])
+    assert world.tableau.rows_by_date(DATASOURCE) == {DAY: expected[DAY]}
+    daily.daily_refresh(config=config, run_date=SEEDED[1])
+    assert world.tableau.rows_by_date(DATASOURCE) == {
+        DAY: expected[DAY],
+        SEEDED[1]: expected[SEEDED[1]],
+    }
+    report = Artifact.get("run-report")
+    assert report is not None and "succeeded" in report.data
+
+
+def test_empty_day_fails_with_the_reason(world: LocalStack, config: PipelineConfig) -> None:
+    with pytest.raises(PipelineError, match="no rows"):
+        daily.daily_refresh(config=config, run_date=GAP)
+    assert world.tableau.datasources == {}
+    report = Artifact.get("run-report")
+    assert report is not None and "failed" in report.data and "no rows" in report.data
+
+
+# -- backfill through run_deployment on a local process work pool ------------------------------
+
+
+@pytest.fixture
+def process_worker(world: LocalStack, tmp_path: Path) -> Iterator[str]:
+    """A per-date deployment on a process pool, and a worker running its flow runs."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+
+    pool = "local-process"
+    # The pool may exist from an earlier test of this session.
+    with get_client(sync_client=True) as client, suppress(ObjectAlreadyExists):
+        client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+    repo = Path(__file__).resolve().parents[1]
+    daily.daily_refresh.from_source(
+        source=str(repo), entrypoint="flows/daily.py:daily_refresh"
+    ).deploy(name="per-date", work_pool_name=pool, print_next_steps=False)
+    env = {
+        **os.environ,
+        **world.environ(),
+        "PREFECT_API_URL": PREFECT_API_URL.value(),
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "PREFECT_WORKER_PREFETCH_SECONDS": "1",
+    }
+    log = (tmp_path / "worker.log").open("w")
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--limit", "2"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=repo,
+    )
+    try:
+        yield "bq-view-to-tableau/per-date"
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+        log.close()
+
+
+# Each child is a fresh process (import, load the flow, run): allow for a slow machine.
+@pytest.mark.timeout(900)
+def test_backfill_runs_each_date_as_its_own_deployment_run(
+    world: LocalStack,
+    config: PipelineConfig,
+    process_worker: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import flows.backfill
+
+    monkeypatch.setattr(flows.backfill, "POLL_SECONDS", 1.0)
+    expected = bq_rows_by_date(world)
+    dates = [SEEDED[1], SEEDED[2], SEEDED[3], GAP, SEEDED[5]]
+
+    plan = backfill(config=config, dates=dates, dry_run=True, deployment_name=process_worker)
+    assert [p["run_date"] for p in plan] == sorted(d.isoformat() for d in dates)
+    assert world.tableau.datasources == {}
+
+    with pytest.raises(PipelineError, match=rf"1 date\(s\) failed \({GAP.isoformat()}\)"):
+        backfill(config=config, dates=dates, max_concurrency=2, deployment_name=process_worker)
+
+    ok = [d for d in dates if d != GAP]
+    assert world.tableau.rows_by_date(DATASOURCE) == {d: expected[d] for d in ok}
