@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Final
 
@@ -434,3 +436,42 @@ def read_extract_columns(path: Path, *, log_dir: Path | None = None) -> tuple[tu
             return tuple((col.name.unescaped, sql_type_name(col.type)) for col in table.columns)
     except HyperException as exc:
         raise BuildError(f"Cannot read the columns of {path}: {_hyper_message(exc)}") from exc
+
+
+def write_date_payload(
+    extract: HyperExtract, run_date: date, date_column: str, out_dir: Path, *, date_table: str
+) -> tuple[Path, int]:
+    """Copy the extract to `out_dir` and add a one-row table `date_table` holding `run_date`.
+
+    Tableau's delete action matches target rows against a payload table that may hold only the
+    columns its condition uses, so the day's rows cannot serve; and an empty day must still
+    delete that date.
+
+    Returns:
+        The payload's path, and how many of the extract's rows have another `date_column` value
+        (a correct export has none).
+
+    Raises:
+        BuildError: Hyper could not write the payload.
+    """
+    path = out_dir / "payload.hyper"
+    shutil.copyfile(extract.path, path)
+    col = escape_name(date_column)
+    day = f"DATE {escape_string_literal(run_date.isoformat())}"
+    try:
+        with (
+            HyperProcess(
+                Telemetry.DO_NOT_SEND_USAGE_DATA_TO_TABLEAU, parameters={"log_config": ""}
+            ) as hyper,
+            Connection(hyper.endpoint, str(path), CreateMode.NONE) as conn,
+        ):
+            stray = conn.execute_scalar_query(
+                f"SELECT COUNT(*) FROM {TableName(EXTRACT_SCHEMA, EXTRACT_TABLE)} "
+                f"WHERE {col} IS DISTINCT FROM {day}"
+            )
+            dates = TableName(EXTRACT_SCHEMA, date_table)
+            conn.execute_command(f"CREATE TABLE {dates} ({col} DATE NOT NULL)")
+            conn.execute_command(f"INSERT INTO {dates} VALUES ({day})")
+    except HyperException as exc:
+        raise BuildError(f"Cannot write the update payload {path}: {_hyper_message(exc)}") from exc
+    return path, int(stray or 0)

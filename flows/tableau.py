@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import io
 import logging
-import shutil
 import tempfile
 import uuid
 import zipfile
@@ -33,15 +32,6 @@ from typing import Final
 import requests
 import tableauserverclient as tsc
 from defusedxml import ElementTree as ET
-from tableauhyperapi import (
-    Connection,
-    CreateMode,
-    HyperProcess,
-    TableName,
-    Telemetry,
-    escape_name,
-    escape_string_literal,
-)
 from tableauserverclient.server.endpoint.exceptions import (
     FailedSignInError,
     InternalServerError,
@@ -54,7 +44,7 @@ from tableauserverclient.server.exceptions import EndpointUnavailableError
 from blocks.tableau import TableauServer, explain_sign_in_failure
 from flows.config import TableauConfig
 from flows.errors import ConfigError, PipelineError, PublishError, SchemaDriftError, is_retryable
-from flows.hyper import EXTRACT_SCHEMA, EXTRACT_TABLE, HyperExtract
+from flows.hyper import EXTRACT_SCHEMA, EXTRACT_TABLE, HyperExtract, write_date_payload
 
 logger = logging.getLogger(__name__)
 
@@ -327,36 +317,6 @@ def _check_drift(
         )
 
 
-def _write_replace_payload(
-    extract: HyperExtract, run_date: date, date_column: str, out: Path
-) -> Path:
-    """The day's rows plus a one-row table holding run_date, for the delete's condition."""
-    path = out / "payload.hyper"
-    shutil.copyfile(extract.path, path)
-    table = TableName(EXTRACT_SCHEMA, EXTRACT_TABLE)
-    col, day = escape_name(date_column), f"DATE {escape_string_literal(run_date.isoformat())}"
-    with (
-        HyperProcess(
-            Telemetry.DO_NOT_SEND_USAGE_DATA_TO_TABLEAU, parameters={"log_config": ""}
-        ) as hyper,
-        Connection(hyper.endpoint, str(path), CreateMode.NONE) as conn,
-    ):
-        stray = conn.execute_scalar_query(
-            f"SELECT COUNT(*) FROM {table} WHERE {col} IS DISTINCT FROM {day}"
-        )
-        if stray:
-            raise PublishError(
-                f"{stray} of the extract's {extract.rows} rows have {date_column} other than "
-                f"{run_date}; replace_date would keep them on reruns. Check bigquery.date_column "
-                "and the view's filter.",
-                retryable=False,
-            )
-        dates = TableName(EXTRACT_SCHEMA, RUN_DATE_TABLE)
-        conn.execute_command(f"CREATE TABLE {dates} ({col} DATE NOT NULL)")
-        conn.execute_command(f"INSERT INTO {dates} VALUES ({day})")
-    return path
-
-
 def _target(action: str, source_table: str) -> dict[str, str]:
     return {
         "action": action,
@@ -491,7 +451,16 @@ def _update(
         )
     with tempfile.TemporaryDirectory(dir=extract.path.parent, prefix=".payload-") as work:
         if config.mode == "replace_date":
-            payload = _write_replace_payload(extract, run_date, date_column, Path(work))
+            payload, stray = write_date_payload(
+                extract, run_date, date_column, Path(work), date_table=RUN_DATE_TABLE
+            )
+            if stray:
+                raise PublishError(
+                    f"{stray} of the extract's {extract.rows} rows have {date_column} other "
+                    f"than {run_date}; replace_date would keep them on reruns. Check "
+                    "bigquery.date_column and the view's filter.",
+                    retryable=False,
+                )
             actions = replace_date_actions(date_column)
         else:
             payload, actions = extract.path, upsert_actions(config.upsert_keys)
