@@ -18,7 +18,7 @@ RUN pip install --no-cache-dir uv==0.13.8
 WORKDIR /src
 # Dependencies first: this layer is reused until pyproject.toml or uv.lock change.
 COPY pyproject.toml uv.lock ./
-RUN uv sync --frozen --no-dev --no-install-project
+RUN uv sync --frozen --no-default-groups --no-install-project
 
 FROM ${PYTHON_IMAGE}
 # hyperd (tableauhyperapi) links only glibc (libc, libm, libdl, libpthread, librt): nothing to add.

