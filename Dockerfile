@@ -24,9 +24,12 @@ FROM ${PYTHON_IMAGE}
 # hyperd (tableauhyperapi) links only glibc (libc, libm, libdl, libpthread, librt): nothing to add.
 RUN groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid app --home-dir /app --create-home app
+# google-cloud-storage 3.17 otherwise fetches bucket metadata in a background thread on every
+# bucket call (for tracing attributes we don't export), needing storage.buckets.get.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
-    PYTHONDONTWRITEBYTECODE=1
+    PYTHONDONTWRITEBYTECODE=1 \
+    DISABLE_GCS_PYTHON_CLIENT_OTEL_BUCKET_METADATA=true
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
 # Runtime code only (no tests, stand-ins or benchmarks); prefect.yaml's pull step cds here.

@@ -70,6 +70,8 @@ class LocalStack:
             "ECS_CONTAINER_METADATA_URI_V4": self.ecs.metadata_uri,
             "BIGQUERY_EMULATOR_HOST": self.bigquery.url,
             "STORAGE_EMULATOR_HOST": self.gcs.url,
+            # As the Dockerfile sets it: no background bucket-metadata fetches.
+            "DISABLE_GCS_PYTHON_CLIENT_OTEL_BUCKET_METADATA": "true",
         }
 
     def credential_config(self) -> dict[str, Any]:

@@ -18,6 +18,10 @@ pytest_plugins = [
 ]
 
 _CLEARED_PREFIXES = ("AWS_", "GOOGLE_", "ECS_CONTAINER_METADATA_URI")
+
+# google-cloud-storage 3.17 fetches bucket metadata in a background thread on bucket calls; such
+# a thread outlives its test and calls a later test's fakes. The image sets this too.
+os.environ["DISABLE_GCS_PYTHON_CLIENT_OTEL_BUCKET_METADATA"] = "true"
 _CLEARED_SUFFIXES = ("_EMULATOR_HOST",)
 
 

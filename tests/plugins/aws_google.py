@@ -78,6 +78,23 @@ def ecs(_ecs_server: EcsMetadataServer, clock: ManualClock) -> EcsMetadataServer
     return _ecs_server
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_regional_access_boundary_threads() -> Iterator[None]:
+    """No test process looks up a regional access boundary.
+
+    google-auth 2.62 starts a background thread after token refreshes to look one up at the real
+    iamcredentials.googleapis.com. Offline it can only fail, and a thread outliving its test
+    could refresh credentials against a later test's fakes.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(
+            google_credentials.CredentialsWithRegionalAccessBoundary,
+            "_is_regional_access_boundary_lookup_required",
+            lambda self: False,
+        )
+        yield
+
+
 @pytest.fixture
 def no_regional_access_boundary(monkeypatch: pytest.MonkeyPatch) -> None:
     """Stop google-auth 2.62's background lookup to the real iamcredentials.googleapis.com."""
