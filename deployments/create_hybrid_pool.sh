@@ -12,6 +12,8 @@
 # has it. The execution role (EXECUTION_ROLE_NAME, default ecsTaskExecutionRole) must exist.
 # DRY_RUN=1 prints the commands instead.
 set -euo pipefail
+# shellcheck source=deployments/lib.sh disable=SC1091
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$(dirname "$0")/.."
 
 POOL=${1:-${DEPLOY_WORK_POOL:-ecs-hybrid}}
@@ -26,14 +28,7 @@ TASK_ROLE_NAME=${TASK_ROLE_NAME:-access2bq}
 EXECUTION_ROLE_NAME=${EXECUTION_ROLE_NAME:-ecsTaskExecutionRole}
 WORKER_ROLE_NAME=${WORKER_ROLE_NAME:-prefect-ecs-worker}
 PYTHON=${PYTHON:-python}
-DRY_RUN=${DRY_RUN:-0}
 
-run() {
-  printf '+'
-  printf ' %q' "$@"
-  printf '\n'
-  if [[ "$DRY_RUN" != 1 ]]; then "$@"; fi
-}
 
 if [[ "$DRY_RUN" == 1 ]]; then
   AWS_ACCOUNT_ID=${AWS_ACCOUNT_ID:-123456789012}

@@ -8,6 +8,8 @@
 # Needs: aws CLI signed in as an IAM administrator, prefect logged in to Prefect Cloud
 # (push pools exist only there; see README "Self-hosted" otherwise), Docker for the ECR login.
 set -euo pipefail
+# shellcheck source=deployments/lib.sh disable=SC1091
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$(dirname "$0")/.."
 
 POOL=${1:-${DEPLOY_WORK_POOL:-ecs-push}}
@@ -18,14 +20,7 @@ TASK_ROLE_NAME=${TASK_ROLE_NAME:-access2bq}
 EXECUTION_ROLE_NAME=${EXECUTION_ROLE_NAME:-PrefectEcsTaskExecutionRole}
 PROVISIONED_USER=${PROVISIONED_USER:-prefect-ecs-user}
 PYTHON=${PYTHON:-python}
-DRY_RUN=${DRY_RUN:-0}
 
-run() {
-  printf '+'
-  printf ' %q' "$@"
-  printf '\n'
-  if [[ "$DRY_RUN" != 1 ]]; then "$@"; fi
-}
 
 if [[ "$DRY_RUN" == 1 ]]; then
   AWS_ACCOUNT_ID=${AWS_ACCOUNT_ID:-123456789012}

@@ -11,6 +11,8 @@
 # authorized view), POOL_ID, PROVIDER_ID, SA_NAME, CRED_CONFIG (output path), DRY_RUN=1 (print
 # the commands instead of running them). Needs gcloud and bq, signed in as a project owner.
 set -euo pipefail
+# shellcheck source=deployments/lib.sh disable=SC1091
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 : "${GCP_PROJECT:?set GCP_PROJECT, the project that runs the BigQuery jobs}"
 : "${AWS_ACCOUNT_ID:?set AWS_ACCOUNT_ID, the 12-digit account of the ECS tasks}"
@@ -22,20 +24,12 @@ PROVIDER_ID=${PROVIDER_ID:-aws-provider}
 SA_NAME=${SA_NAME:-bq-view-to-tableau}
 SOURCE_DATASETS=${SOURCE_DATASETS:-}
 CRED_CONFIG=${CRED_CONFIG:-cred-config.json}
-DRY_RUN=${DRY_RUN:-0}
 
 if [[ ! "$AWS_ACCOUNT_ID" =~ ^[0-9]{12}$ ]]; then
   echo "error: AWS_ACCOUNT_ID='$AWS_ACCOUNT_ID' must be 12 digits" >&2
   exit 1
 fi
 
-# run CMD...: print the command (shell-quoted), then run it unless DRY_RUN=1.
-run() {
-  printf '+'
-  printf ' %q' "$@"
-  printf '\n'
-  if [[ "$DRY_RUN" != 1 ]]; then "$@"; fi
-}
 
 if [[ "$DRY_RUN" == 1 ]]; then
   PROJECT_NUMBER=${PROJECT_NUMBER:-000000000000}
