@@ -82,11 +82,12 @@ def _print_summary(before: dict[date, int], after: dict[date, int], datasource: 
     verdict = "no duplicates, nothing lost" if before == after else "MISMATCH"
     print(f"  -> the rerun replaced the day: {verdict}")
     home = os.environ["PREFECT_HOME"]
+    prefect_cli = Path(sys.executable).parent / "prefect"  # the synced venv's own CLI
     print(
         "\nEach run left a markdown report ('run-report') and the datasource's history table\n"
         f"('ad-performance-daily-history') as Prefect artifacts, stored in {home}.\n"
         "See them in the Prefect UI:\n"
-        f"  PREFECT_HOME={home} uv run prefect server start   # then open http://127.0.0.1:4200\n"
+        f"  PREFECT_HOME={home} {prefect_cli} server start   # then open http://127.0.0.1:4200\n"
         "  (Runs -> a run -> Artifacts, or the Artifacts page)"
     )
 
