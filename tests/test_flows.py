@@ -173,7 +173,6 @@ def test_invalid_date_is_refused_before_any_side_effect(
     [
         ("export_view", ExportError("BigQuery backendError (injected)", retryable=True)),
         ("download_export", ConnectionResetError("connection reset (injected)")),
-        ("build_hyper", OSError("disk hiccup (injected)")),
     ],
 )
 def test_transient_failure_in_a_step_is_retried_within_the_run(
@@ -184,21 +183,28 @@ def test_transient_failure_in_a_step_is_retried_within_the_run(
     exc: Exception,
 ) -> None:
     expected = bq_rows_by_date(world)
-    if step == "build_hyper":  # an OSError is not transient: this one must fail the run
-        calls = fail_once(monkeypatch, step, exc)
-        with pytest.raises(OSError, match="injected"):
-            daily.daily_refresh(config=config, run_date=DAY)
-        assert len(calls) == 1  # permanent: not retried
-        assert world.tableau.datasources == {}
-        monkeypatch.undo()
-        for name, value in world.environ().items():
-            monkeypatch.setenv(name, value)
-        daily.daily_refresh(config=config, run_date=DAY)  # the rerun
-    else:
-        calls = fail_once(monkeypatch, step, exc)
-        daily.daily_refresh(config=config, run_date=DAY)
-        assert len(calls) == 2  # failed once, retried once
+    calls = fail_once(monkeypatch, step, exc)
 
+    daily.daily_refresh(config=config, run_date=DAY)
+
+    assert len(calls) == 2  # failed once, retried once
+    assert world.tableau.rows_by_date(DATASOURCE) == {DAY: expected[DAY]}
+
+
+def test_permanent_failure_fails_at_once_and_a_rerun_is_exact(
+    world: LocalStack, config: PipelineConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    expected = bq_rows_by_date(world)
+    calls = fail_once(monkeypatch, "build_hyper", OSError("disk hiccup (injected)"))
+
+    with pytest.raises(OSError, match="injected"):
+        daily.daily_refresh(config=config, run_date=DAY)
+    assert len(calls) == 1  # an OSError is not transient: no retry
+    assert world.tableau.datasources == {}
+
+    daily.daily_refresh(config=config, run_date=DAY)  # the rerun (build works again)
+
+    assert len(calls) == 2
     assert world.tableau.rows_by_date(DATASOURCE) == {DAY: expected[DAY]}
 
 
@@ -298,3 +304,18 @@ def test_backfill_runs_each_date_as_its_own_deployment_run(
 
     ok = [d for d in dates if d != GAP]
     assert world.tableau.rows_by_date(DATASOURCE) == {d: expected[d] for d in ok}
+
+
+def test_a_report_that_cannot_be_written_does_not_fail_the_run(
+    world: LocalStack, config: PipelineConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: Any) -> None:
+        raise RuntimeError("artifact API down (injected)")
+
+    monkeypatch.setattr(daily, "publish_report", broken)
+    expected = bq_rows_by_date(world)
+
+    result = daily.daily_refresh(config=config, run_date=DAY)
+
+    assert result["rows"] == expected[DAY]
+    assert world.tableau.rows_by_date(DATASOURCE) == {DAY: expected[DAY]}

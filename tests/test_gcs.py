@@ -99,25 +99,29 @@ def test_corrupt_object_is_a_retryable_download_error(
     assert list(tmp_path.iterdir()) == []  # nothing unverified left behind
 
 
+def _download_in_retrying_task(gcs_client, manifest, bucket, dest):
+    """Run download_export in a Prefect task that retries like the flow's (2 retries, no delay)."""
+    calls: list[int] = []
+
+    @task(retries=2, retry_delay_seconds=0, retry_condition_fn=retry_if_transient)
+    def download() -> int:
+        calls.append(1)
+        return download_export(gcs_client, manifest, dest, GcsConfig(bucket=bucket)).rows
+
+    @flow
+    def run() -> int:
+        return download()
+
+    return run(return_state=True), calls
+
+
 @pytest.mark.prefect
 def test_corruption_is_retried_then_fails_clearly_when_it_persists(
     prefect_server, bq_client, gcs_client, gcs_emulator, ad_datamart, staging_bucket, tmp_path
 ) -> None:
     manifest = _export(bq_client, ad_datamart, staging_bucket)
     _flip_a_byte(gcs_emulator, manifest, gcs_client)
-    calls: list[int] = []
-
-    @task(retries=2, retry_delay_seconds=0, retry_condition_fn=retry_if_transient)
-    def download() -> int:
-        calls.append(1)
-        gcs = GcsConfig(bucket=staging_bucket)
-        return download_export(gcs_client, manifest, tmp_path, gcs).rows
-
-    @flow
-    def run() -> int:
-        return download()
-
-    state = run(return_state=True)
+    state, calls = _download_in_retrying_task(gcs_client, manifest, staging_bucket, tmp_path)
 
     assert state.is_failed()
     assert len(calls) == 3  # the first try and both retries
@@ -130,19 +134,9 @@ def test_empty_day_failure_is_not_retried(
     prefect_server, bq_client, gcs_client, ad_datamart, staging_bucket, tmp_path
 ) -> None:
     manifest = _export(bq_client, ad_datamart, staging_bucket, day=EMPTY_DATE)
-    calls: list[int] = []
+    state, calls = _download_in_retrying_task(gcs_client, manifest, staging_bucket, tmp_path)
 
-    @task(retries=2, retry_delay_seconds=0, retry_condition_fn=retry_if_transient)
-    def download() -> int:
-        calls.append(1)
-        gcs = GcsConfig(bucket=staging_bucket)
-        return download_export(gcs_client, manifest, tmp_path, gcs).rows
-
-    @flow
-    def run() -> int:
-        return download()
-
-    assert run(return_state=True).is_failed()
+    assert state.is_failed()
     assert len(calls) == 1
 
 
