@@ -21,7 +21,7 @@ from prefect_gcp import GcpCredentials
 
 from blocks.credentials import AwsWorkloadIdentityCredentials, save_credentials_block
 from blocks.federation import WorkloadIdentityCredentials
-from tests.plugins.aws_google import PROJECT, SERVICE_ACCOUNT
+from tests.plugins.aws_google import PROJECT, SERVICE_ACCOUNT, debug_logs
 
 
 class TestBlockStandards(BlockStandardTestSuite):
@@ -227,15 +227,6 @@ def test_from_config_file_errors_name_the_file(tmp_path):
         AwsWorkloadIdentityCredentials.from_config_file(broken, project=PROJECT)
 
 
-class _Capture(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.text = ""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.text += f"{record.getMessage()} {record.__dict__}\n"
-
-
 def _secrets(ecs, google_identity) -> list[str]:
     aws = [s for c in ecs.issued for s in (c.secret_access_key, c.token)]
     return aws + list(google_identity.tokens)
@@ -245,20 +236,12 @@ def test_nothing_secret_in_logs_reprs_or_errors(wif_block, ecs, google_identity,
     # Our code and google-auth; not the root logger, where the fakes' boto3 debug-logs the
     # credentials it is handing out.
     caplog.set_level(logging.DEBUG, logger="blocks")
-    capture = _Capture()
-    google_logger = logging.getLogger("google")  # google-auth does not propagate to root
-    google_logger.addHandler(capture)
-    level = google_logger.level
-    google_logger.setLevel(logging.DEBUG)
-    try:
+    with debug_logs("google") as capture:
         credentials = wif_block.get_credentials_from_service_account()
         credentials.refresh(google.auth.transport.requests.Request())
         google_identity.grants.clear()
         with pytest.raises(google.auth.exceptions.RefreshError) as caught:
             wif_block.build_credentials().refresh(google.auth.transport.requests.Request())
-    finally:
-        google_logger.removeHandler(capture)
-        google_logger.setLevel(level)
 
     secrets = _secrets(ecs, google_identity)
     assert len(secrets) >= 4  # AWS secret + session token, federated + service-account tokens

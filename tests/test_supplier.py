@@ -12,6 +12,7 @@ from google.auth import exceptions
 
 from blocks.ecs import AwsEcsTaskRoleSupplier, _check_full_uri
 from standins.aws import ACCOUNT_ID, TASK_ROLE
+from tests.plugins.aws_google import debug_logs
 
 
 def _secrets_of(ecs) -> list[str]:
@@ -352,35 +353,14 @@ def test_supplier_never_writes_the_process_environment(ecs, clock, sleeps):
     assert dict(os.environ) == before
 
 
-class _Capture(logging.Handler):
-    """Keeps every record with its extras (google-auth puts HTTP bodies in extras)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.text = ""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.text += f"{record.getMessage()} {record.__dict__}\n"
-
-
 def test_no_secret_in_logs_or_errors(make_supplier, ecs_environ, ecs, clock):
-    capture = _Capture()
-    loggers = [logging.getLogger(name) for name in ("blocks", "google", "urllib3", "requests")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.addHandler(capture)
-        lg.setLevel(logging.DEBUG)
-    try:
+    with debug_logs("blocks", "google", "urllib3", "requests") as capture:
         supplier = make_supplier(ecs_environ)
         supplier.get_aws_security_credentials(None, None)
         clock.advance(timedelta(hours=6))
         ecs.fail_next(500, times=3)
         with pytest.raises(exceptions.RefreshError) as caught:
             supplier.get_aws_security_credentials(None, None)
-    finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.removeHandler(capture)
-            lg.setLevel(level)
 
     text = capture.text + str(caught.value) + repr(supplier) + repr(supplier.last_source)
     assert ecs.issued and all(secret not in text for secret in _secrets_of(ecs))

@@ -8,7 +8,9 @@ IAM URLs point at the fakes.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import pytest
@@ -199,3 +201,31 @@ def wif_block(
     """A ready block: supplier on the fake ECS endpoint, STS/IAM on the fake Google."""
     block = AwsWorkloadIdentityCredentials(credential_config=credential_config, project=PROJECT)
     return block.with_runtime(supplier=make_supplier(ecs_environ), retry_sleep=sleeps)
+
+
+class LogCapture(logging.Handler):
+    """Keeps every record with its extras (google-auth puts HTTP bodies in extras)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.text = ""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.text += f"{record.getMessage()} {record.__dict__}\n"
+
+
+@contextmanager
+def debug_logs(*names: str) -> Iterator[LogCapture]:
+    """Capture the named loggers at DEBUG (google-auth does not propagate to root), then restore."""
+    capture = LogCapture()
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.addHandler(capture)
+        lg.setLevel(logging.DEBUG)
+    try:
+        yield capture
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.removeHandler(capture)
+            lg.setLevel(level)
