@@ -21,6 +21,8 @@ import json
 import logging
 import re
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -68,6 +70,24 @@ class ManualClock:
             self._now += delta
 
 
+# Who may assume the fake's roles: ECS tasks, and the agent user that plays the ECS agent.
+_TRUST: Final = json.dumps(
+    {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {
+                    "Service": "ecs-tasks.amazonaws.com",
+                    "AWS": f"arn:aws:iam::{ACCOUNT_ID}:user/{AGENT_USER}",
+                },
+                "Action": "sts:AssumeRole",
+            }
+        ],
+    }
+)
+
+
 def role_arn(role: str = TASK_ROLE) -> str:
     return f"arn:aws:iam::{ACCOUNT_ID}:role/{role}"
 
@@ -104,26 +124,21 @@ class MotoAws:
             UserName=AGENT_USER, PolicyName="assume-task-roles", PolicyDocument=_AGENT_POLICY
         )
         key = iam.create_access_key(UserName=AGENT_USER)["AccessKey"]
-        trust = json.dumps(
-            {
-                "Version": "2012-10-17",
-                "Statement": [
-                    {
-                        "Effect": "Allow",
-                        "Principal": {
-                            "Service": "ecs-tasks.amazonaws.com",
-                            "AWS": f"arn:aws:iam::{ACCOUNT_ID}:user/{AGENT_USER}",
-                        },
-                        "Action": "sts:AssumeRole",
-                    }
-                ],
-            }
-        )
         for role in (TASK_ROLE, OTHER_ROLE):
-            iam.create_role(RoleName=role, AssumeRolePolicyDocument=trust)
+            iam.create_role(RoleName=role, AssumeRolePolicyDocument=_TRUST)
         self._agent = (key["AccessKeyId"], key["SecretAccessKey"])
         # From now on moto checks every request's signature (and the agent's policies).
         self._post("/moto-api/reset-auth", b"0")
+
+    @contextmanager
+    def without_auth_checks(self) -> Iterator[None]:
+        """Let moto accept any signature and policy for a while (moto models IAM resources only
+        as `*`, so resource-scoped policies cannot be checked on it)."""
+        self._post("/moto-api/reset-auth", b"100000")
+        try:
+            yield
+        finally:
+            self._post("/moto-api/reset-auth", b"0")
 
     def _post(self, path: str, body: bytes) -> None:
         requests.post(self.url + path, data=body, timeout=5).raise_for_status()

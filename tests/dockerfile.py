@@ -85,3 +85,12 @@ def parse(path: Path = DOCKERFILE) -> list[Stage]:
         else:
             stages[-1].instructions.append(instruction)
     return stages
+
+
+def resolve_base(stages: list[Stage], name: str) -> str:
+    """The image a named stage is ultimately built FROM, through the stages it builds on."""
+    named = {s.name: s for s in stages if s.name}
+    base = named[name].base
+    while base in named:
+        base = named[base].base
+    return base
