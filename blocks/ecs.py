@@ -171,10 +171,9 @@ class AwsEcsTaskRoleSupplier(aws.AwsSecurityCredentialsSupplier):
             self._cached = fetched if fetched.source.expiration else None
             self.last_source = fetched.source
             logger.info(
-                "AWS credentials from %s (%s), key ...%s, expire %s",
+                "AWS credentials from %s (%s), expire %s",
                 fetched.source.kind,
                 fetched.source.where,
-                fetched.source.access_key_id_suffix,
                 fetched.source.expiration.isoformat() if fetched.source.expiration else "never",
             )
             if fetched.source.warning:

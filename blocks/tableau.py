@@ -64,14 +64,13 @@ def explain_sign_in_failure(exc: FailedSignInError, block: TableauServer) -> str
             f"publishes under the Prefect concurrency limit {block.concurrency_key!r} (limit 1) "
             "or give each deployment its own token."
         )
+    who = block.signs_in_as
     if block.auth_method == "pat":
-        who = f"personal access token {block.token_name!r}"
         fix = (
             "Check the token name and secret in the block; PATs expire after 15 days unused "
             "and when revoked — create a new one under My Account Settings"
         )
     else:
-        who = f"connected app {block.client_id!r} (user {block.username!r})"
         fix = (
             "Check client_id/secret_id/secret_value, that the connected app and its secret are "
             "enabled, that the user exists on the site, that the app allows the scopes "
@@ -174,6 +173,13 @@ class TableauServer(Block):
         return "pat" if self.token_name else "jwt"
 
     @property
+    def signs_in_as(self) -> str:
+        """Who signs in, for logs and messages: the token's or app's name, never a secret."""
+        if self.auth_method == "pat":
+            return f"personal access token {self.token_name!r}"
+        return f"connected app {self.client_id!r} (user {self.username!r})"
+
+    @property
     def concurrency_key(self) -> str:
         """Name of the Prefect concurrency limit that serializes sign-ins sharing a token.
 
@@ -223,7 +229,11 @@ class TableauServer(Block):
         try:
             self._sign_in(server)
             logger.info(
-                "Signed in to %s site %r (REST API %s)", self.server_url, self.site, server.version
+                "Signed in to %s site %r with %s (REST API %s)",
+                self.server_url,
+                self.site,
+                self.signs_in_as,
+                server.version,
             )
             yield server
         finally:

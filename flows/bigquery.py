@@ -206,11 +206,13 @@ def export_view(
         schema=schema,
     )
     logger.info(
-        "Exported %s rows in %s files of %s for %s (%s bytes billed)",
+        "Exported %s rows in %s files of %s for %s (job %s, %s bytes processed, %s billed)",
         manifest.rows,
         manifest.files,
         bq.view,
         run_date,
+        job.job_id,
+        manifest.bytes_processed,
         manifest.bytes_billed,
     )
     return manifest

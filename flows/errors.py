@@ -130,11 +130,18 @@ def retry_if_transient(task: Task, task_run: TaskRun, state: State) -> bool:
     except Exception as exc:  # the failed state re-raises the task's exception
         retry = is_retryable(exc)
         logger.info(
-            "%s failed on attempt %s with %s: %s",
+            "%s attempt %s of %s failed with %s: %s. %s",
             task.name,
             task_run.run_count,
+            task.retries + 1,
             type(exc).__name__,
-            "retrying (transient)" if retry else "not retrying (permanent)",
+            _first_line(exc),
+            "Transient: retrying." if retry else "Permanent: not retrying; fix the cause.",
         )
         return retry
     return False
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else "(no message)"
