@@ -6,6 +6,7 @@ never cached: the files it leaves are local to one container.
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import time
 import uuid
@@ -14,12 +15,14 @@ from contextlib import contextmanager, suppress
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Final
+from uuid import UUID
 from zoneinfo import ZoneInfo
 
-from prefect import flow, get_run_logger, task
+from prefect import Flow, flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.client.schemas.objects import FlowRun, State
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.runtime import flow_run
@@ -28,12 +31,14 @@ from prefect.tasks import Task, exponential_backoff
 from blocks import AwsWorkloadIdentityCredentials, TableauServer
 from flows.bigquery import ExportManifest, export_view
 from flows.config import PipelineConfig
-from flows.dates import check_run_date, default_run_date
+from flows.dates import OptionalDate, check_run_date, default_run_date
 from flows.errors import ConfigError, retry_if_transient
 from flows.gcs import DownloadedExport, delete_export, download_export
 from flows.hyper import HyperExtract, build_hyper
 from flows.report import RunReport, StageLine, human_bytes, publish_report
 from flows.tableau import PublishResult, publish
+
+logger = logging.getLogger(__name__)
 
 FLOW_NAME: Final[str] = "bq-view-to-tableau"
 _LOCAL_STEP_TIMEOUT: Final[float] = 2 * 3600  # download and build of a very large day
@@ -103,17 +108,51 @@ def _run_name() -> str:
         return FLOW_NAME
 
 
-@flow(name=FLOW_NAME, flow_run_name=_run_name)
-def daily_refresh(config: PipelineConfig, run_date: date | None = None) -> dict[str, Any]:
-    """Add one day of the BigQuery view to the Tableau datasource (replacing that day)."""
-    day = resolve_run_date(run_date, config)
-    credentials = _load_block(AwsWorkloadIdentityCredentials, config.credentials_block)
-    tableau = _load_block(TableauServer, config.tableau.server_block)
-    report = RunReport(
-        day, config.bigquery.view, config.tableau.datasource, mode=config.tableau.mode
+def _report_invalid_parameters(flow: Flow, run: FlowRun, state: State) -> None:
+    """A run whose parameters fail validation never enters the flow body: report it here."""
+    if not (state.message or "").startswith("Validation of flow parameters failed"):
+        return  # the body wrote its own report
+    params = run.parameters or {}
+    config = params.get("config") if isinstance(params.get("config"), dict) else {}
+    view = (config.get("bigquery") or {}).get("view") or "(no view)"
+    datasource = (config.get("tableau") or {}).get("datasource") or "unknown-datasource"
+    report = RunReport(None, str(view), str(datasource), status="failed")
+    report.error = (
+        f"{state.message}\n\nThe run's parameters are not a valid pipeline config. Fix them in "
+        "prefect.yaml (pipeline_config) and deploy again, or correct the custom run's values."
     )
-    export, download, build, publish_ = _with_retries(config)
+    _leave_report(report, run.name, run.id)
+
+
+@flow(name=FLOW_NAME, flow_run_name=_run_name, on_failure=[_report_invalid_parameters])
+def daily_refresh(
+    run_date: OptionalDate = None,  # first: in the UI a rerun is "pick a date, Submit"
+    *,
+    config: PipelineConfig,
+) -> dict[str, Any]:
+    """Add one day of the BigQuery view to the Tableau datasource (replacing that day).
+
+    Args:
+        run_date: The day to (re)publish. Leave empty on a schedule: the run then takes the day
+            before its scheduled start, in the config's time zone.
+        config: The pipeline: view, staging bucket, Tableau datasource and block names.
+    """
+    report = RunReport(
+        run_date, config.bigquery.view, config.tableau.datasource, mode=config.tableau.mode
+    )
     try:
+        day = report.run_date = resolve_run_date(run_date, config)
+        logger.info(
+            "Replacing %s of %s in Tableau datasource %s/%s (mode %s)",
+            day,
+            config.bigquery.view,
+            config.tableau.project,
+            config.tableau.datasource,
+            config.tableau.mode,
+        )
+        credentials = _load_block(AwsWorkloadIdentityCredentials, config.credentials_block)
+        tableau = _load_block(TableauServer, config.tableau.server_block)
+        export, download, build, publish_ = _with_retries(config)
         with _scratch_dir(config, day) as work_dir:
             manifest = _timed(report, export, credentials, config, day)
             files = _timed(report, download, credentials, manifest, work_dir, config)
@@ -127,7 +166,7 @@ def daily_refresh(config: PipelineConfig, run_date: date | None = None) -> dict[
     else:
         report.status = "succeeded"
     finally:
-        _leave_report(report)
+        _leave_report(report, flow_run.name, _current_run_id())
     return {
         "run_date": day.isoformat(),
         "rows": result.rows_sent,
@@ -137,12 +176,17 @@ def daily_refresh(config: PipelineConfig, run_date: date | None = None) -> dict[
     }
 
 
-def _leave_report(report: RunReport) -> None:
+def _current_run_id() -> UUID | None:
+    run_id = flow_run.id
+    return UUID(run_id) if run_id else None
+
+
+def _leave_report(report: RunReport, run_name: str | None, run_id: UUID | None) -> None:
     """Write the run report; a failure to write it only warns, never hides the run's outcome."""
     try:
-        publish_report(report, flow_run.name)
+        publish_report(report, run_name, run_id)
     except Exception as exc:
-        get_run_logger().warning("Could not write the run report artifacts: %s", exc)
+        logger.warning("Could not write the run report artifacts: %s", exc)
 
 
 def resolve_run_date(run_date: date | None, config: PipelineConfig) -> date:
@@ -256,13 +300,10 @@ def _publish_lock(name: str) -> Iterator[None]:
 
 def _delete_staging(credentials: AwsWorkloadIdentityCredentials, manifest: ExportManifest) -> None:
     """Remove the attempt's files from GCS; a failure here only warns (Tableau has the day)."""
-    logger = get_run_logger()
     try:
         client = credentials.get_cloud_storage_client(project=credentials.project)
-        deleted = delete_export(client, manifest)
+        delete_export(client, manifest)  # logs what it deleted
     except Exception as exc:
         logger.warning(
             "Could not delete %s (%s); a bucket lifecycle rule will.", manifest.uri_prefix, exc
         )
-    else:
-        logger.info("Deleted %d staged file(s) under %s", deleted, manifest.uri_prefix)

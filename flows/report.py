@@ -8,11 +8,19 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any, Final
+from uuid import UUID
 
-from prefect.artifacts import Artifact, create_markdown_artifact, create_table_artifact
+from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.schemas.actions import ArtifactCreate
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.client.schemas.sorting import ArtifactSort
 
 HISTORY_ROWS: Final[int] = 400
 """History rows kept in the table artifact (over a year of daily runs)."""
+_HISTORY_VERSIONS_READ: Final[int] = 50
+"""Recent versions of the history table merged on each write (more than runs finish at once)."""
+_HISTORY_WRITES: Final[int] = 5
+"""Writes one run may make until the newest history table holds every recent row."""
 
 
 @dataclass
@@ -30,7 +38,7 @@ class StageLine:
 class RunReport:
     """What one run did, filled in as the stages finish."""
 
-    run_date: date
+    run_date: date | None  # None: the run failed before its date was known
     view: str
     datasource: str
     stages: list[StageLine] = field(default_factory=list)
@@ -63,8 +71,9 @@ def human_bytes(size: int | None) -> str:
 def render_markdown(report: RunReport) -> str:
     """The per-run report as markdown."""
     icon = {"succeeded": "✅", "failed": "❌"}.get(report.status, "⏳")
+    day = report.run_date.isoformat() if report.run_date else "(date not resolved)"
     lines = [
-        f"# {icon} {report.view} → {report.datasource} for {report.run_date.isoformat()}",
+        f"# {icon} {report.view} → {report.datasource} for {day}",
         "",
         f"**Status:** {report.status}  ",
         f"**Publish mode:** {report.mode or 'n/a'}  ",
@@ -94,10 +103,12 @@ def history_key(datasource: str) -> str:
     return f"{slug[:80]}-history"
 
 
-def history_row(report: RunReport, flow_run_name: str | None) -> dict[str, Any]:
+def history_row(
+    report: RunReport, flow_run_name: str | None, flow_run_id: UUID | None
+) -> dict[str, Any]:
     """The history row one run adds."""
     return {
-        "run_date": report.run_date.isoformat(),
+        "run_date": report.run_date.isoformat() if report.run_date else "",
         "status": report.status,
         "mode": report.mode,
         "rows": report.rows_published,
@@ -105,23 +116,85 @@ def history_row(report: RunReport, flow_run_name: str | None) -> dict[str, Any]:
         "flow_run": flow_run_name or "",
         "finished_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%SZ"),
         "error": (report.error or "")[:200],
+        "flow_run_id": str(flow_run_id or ""),
     }
 
 
-def publish_report(report: RunReport, flow_run_name: str | None) -> None:
-    """Write the run's markdown artifact and append its row to the datasource history."""
-    create_markdown_artifact(
-        markdown=render_markdown(report),
-        key="run-report",
-        description=f"{report.view} for {report.run_date.isoformat()}: {report.status}",
+def publish_report(report: RunReport, flow_run_name: str | None, flow_run_id: UUID | None) -> None:
+    """Write the run's markdown artifact and add its row to the datasource history.
+
+    `flow_run_id` links both to the run even where no run context exists (a failure hook).
+    """
+    day = report.run_date.isoformat() if report.run_date else "an unresolved date"
+    with get_client(sync_client=True) as client:
+        client.create_artifact(
+            ArtifactCreate(
+                type="markdown",
+                key="run-report",
+                data=render_markdown(report),
+                description=f"{report.view} for {day}: {report.status}",
+                flow_run_id=flow_run_id,
+            )
+        )
+    add_history_row(
+        history_key(report.datasource),
+        history_row(report, flow_run_name, flow_run_id),
+        description=f"Runs that fed {report.datasource}, newest first",
+        flow_run_id=flow_run_id,
     )
-    key = history_key(report.datasource)
-    previous = Artifact.get(key)
-    rows: list[dict[str, Any]] = []
-    if previous is not None and previous.data:
-        data = previous.data
-        rows = json.loads(data) if isinstance(data, str) else list(data)
-    rows = [history_row(report, flow_run_name), *rows][:HISTORY_ROWS]
-    create_table_artifact(
-        table=rows, key=key, description=f"Runs that fed {report.datasource}, newest first"
+
+
+def add_history_row(
+    key: str, row: dict[str, Any], *, description: str, flow_run_id: UUID | None = None
+) -> None:
+    """Add `row` to the table artifact `key` without losing rows of runs finishing meanwhile.
+
+    The table is read, extended and written as a new version. Two runs doing that at once would
+    each write a table lacking the other's row, so a run merges the rows of the recent versions
+    (every run's own row is in the version it wrote) and writes again until the newest table
+    holds all of them. The run that writes last therefore leaves every row in place.
+    """
+    with get_client(sync_client=True) as client:
+        for _ in range(_HISTORY_WRITES):
+            versions = _history_versions(client, key)  # newest (what the UI shows) first
+            rows = _merge([row], *versions)[:HISTORY_ROWS]
+            shown = versions[0] if versions else []
+            if {_row_id(r) for r in rows} <= {_row_id(r) for r in shown}:
+                return
+            client.create_artifact(
+                ArtifactCreate(
+                    type="table",
+                    key=key,
+                    data=json.dumps(rows),
+                    description=description,
+                    flow_run_id=flow_run_id,
+                )
+            )
+
+
+def _history_versions(client: SyncPrefectClient, key: str) -> list[list[dict[str, Any]]]:
+    artifacts = client.read_artifacts(
+        artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+        sort=ArtifactSort.UPDATED_DESC,  # as Artifact.get, which reads the newest
+        limit=_HISTORY_VERSIONS_READ,
     )
+    return [_rows_of(a.data) for a in artifacts]
+
+
+def _rows_of(data: Any) -> list[dict[str, Any]]:
+    rows = json.loads(data) if isinstance(data, str) else data
+    return [r for r in rows or [] if isinstance(r, dict)]
+
+
+def _row_id(row: dict[str, Any]) -> tuple[str, str, str]:
+    # Rows written before flow_run_id existed are told apart by name and time.
+    return (row.get("flow_run_id", ""), row.get("flow_run", ""), row.get("finished_at", ""))
+
+
+def _merge(*tables: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every distinct row of the tables, newest first."""
+    seen: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for table in tables:
+        for row in table:
+            seen.setdefault(_row_id(row), row)
+    return sorted(seen.values(), key=lambda r: r.get("finished_at", ""), reverse=True)

@@ -11,13 +11,18 @@ Nothing in flows/ or blocks/ knows it is a demo: only the configuration points a
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import sys
 import tempfile
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
+
+if TYPE_CHECKING:
+    from prefect.client.schemas.objects import State
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_HOME = REPO / ".demo"
@@ -64,11 +69,12 @@ def main(argv: list[str] | None = None) -> int:
             before = stack.tableau.rows_by_date(DATASOURCE)
 
             print(f"\n== Rerun of {yesterday} (as from the UI: same date again) ==")
-            daily_refresh(config=config, run_date=yesterday)
+            rerun = daily_refresh(config=config, run_date=yesterday, return_state=True)
             after = stack.tableau.rows_by_date(DATASOURCE)
 
             _print_summary(before, after, f"{TABLEAU_PROJECT}/{DATASOURCE}")
-            return 0 if before == after else 1
+            _print_run_logs(rerun)
+            return 0 if before == after and rerun.is_completed() else 1
     finally:
         if not args.keep:
             shutil.rmtree(data_dir, ignore_errors=True)
@@ -90,6 +96,27 @@ def _print_summary(before: dict[date, int], after: dict[date, int], datasource: 
         f"  PREFECT_HOME={home} {prefect_cli} server start   # then open http://127.0.0.1:4200\n"
         "  (Runs -> a run -> Artifacts, or the Artifacts page)"
     )
+
+
+def _print_run_logs(state: State) -> None:
+    """The rerun's log lines as the Prefect API returns them: what the UI's run page shows."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.client.schemas.sorting import LogSort
+    from prefect.logging.handlers import APILogHandler
+
+    APILogHandler().flush()
+    run_id = state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(
+            LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])), sort=LogSort.TIMESTAMP_ASC
+        )
+    print(f"\nThe rerun's logs as the Prefect API returns them ({len(logs)} lines):")
+    for log in logs:
+        print(
+            f"  {log.timestamp:%H:%M:%S} {logging.getLevelName(log.level):<7} {log.name}: ", end=""
+        )
+        print(log.message)
 
 
 def _quiet_offline_noise() -> None:

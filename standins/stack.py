@@ -142,6 +142,11 @@ class LocalStack:
     def reset_tableau(self) -> None:
         self.tableau.reset()
 
+    def clear_staging(self) -> None:
+        """Empty the staging bucket (a failed run leaves its files to a lifecycle rule)."""
+        for blob in self.gcs.client(self.project).list_blobs(BUCKET):
+            blob.delete()
+
 
 @contextmanager
 def local_stack(

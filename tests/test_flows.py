@@ -7,7 +7,9 @@ production are the endpoints in the configuration (`standins.stack`).
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -18,7 +20,18 @@ from typing import Any
 
 import pytest
 from prefect.artifacts import Artifact
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    ArtifactFilterKey,
+    LogFilter,
+    LogFilterFlowRunId,
+)
+from prefect.client.schemas.objects import Log, State
+from prefect.client.schemas.sorting import LogSort
 from prefect.exceptions import ObjectAlreadyExists
+from prefect.logging.handlers import APILogHandler
 from prefect.settings import PREFECT_API_URL
 
 import flows.daily as daily
@@ -60,10 +73,11 @@ def stack(
 
 @pytest.fixture
 def world(stack: LocalStack, monkeypatch: pytest.MonkeyPatch, no_regional_access_boundary: None):
-    """The flow's process sees the ECS task's environment; Tableau starts empty."""
+    """The flow's process sees the ECS task's environment; Tableau and staging start empty."""
     for name, value in stack.environ().items():
         monkeypatch.setenv(name, value)
     stack.reset_tableau()
+    stack.clear_staging()
     return stack
 
 
@@ -96,6 +110,22 @@ def fail_once(monkeypatch: pytest.MonkeyPatch, name: str, exc: Exception) -> lis
     return calls
 
 
+def run_logs(state: State) -> list[Log]:
+    """The run's log lines as the Prefect API returns them (what the UI shows), oldest first."""
+    APILogHandler().flush()
+    with get_client(sync_client=True) as client:
+        return client.read_logs(
+            LogFilter(flow_run_id=LogFilterFlowRunId(any_=[state.state_details.flow_run_id])),
+            sort=LogSort.TIMESTAMP_ASC,
+        )
+
+
+def secrets_of(stack: LocalStack) -> list[str]:
+    """Every secret the stand-ins handed out: AWS keys, Google tokens, the PAT, the ECS token."""
+    aws = [s for c in stack.ecs.issued for s in (c.secret_access_key, c.token)]
+    return [*aws, *stack.identity.tokens, *stack.tableau.pats.values(), stack.ecs_token]
+
+
 def test_daily_run_publishes_exactly_the_days_rows_and_leaves_a_report(
     world: LocalStack, config: PipelineConfig
 ) -> None:
@@ -111,6 +141,102 @@ def test_daily_run_publishes_exactly_the_days_rows_and_leaves_a_report(
     report = Artifact.get("run-report")
     assert report is not None and DAY.isoformat() in report.data
     assert f"{expected[DAY]:,}" in report.data and "succeeded" in report.data
+
+
+def test_the_runs_logs_in_prefect_say_what_each_step_did_and_hold_no_secret(
+    world: LocalStack, config: PipelineConfig
+) -> None:
+    rows = bq_rows_by_date(world)[DAY]
+    daily.daily_refresh(config=config, run_date=DAY)  # creates the datasource
+    state = daily.daily_refresh(config=config, run_date=DAY, return_state=True)  # a batch
+    assert state.is_completed()
+
+    logs = run_logs(state)
+    lines = [f"{log.name} | {log.message}" for log in logs]
+    text = "\n".join(lines)
+    view, where = world.view, f"Marketing/Ads/{DATASOURCE}"
+    expected = [
+        rf"flows.daily \| Replacing {DAY} of {view} in Tableau datasource {where} "
+        r"\(mode replace_date\)",
+        r"blocks.ecs \| AWS credentials from ecs-full \(http://127.0.0.1:\d+/\S+\), expire 20\d\d-",
+        rf"flows.bigquery \| Exporting {view} for {DAY} to gs://\S+ \(job bq_tableau_\S+\)",
+        rf"flows.bigquery \| Exported {rows} rows in 1 files of {view} for {DAY} "
+        r"\(job bq_tableau_\S+, \d+ bytes processed",
+        rf"flows.gcs \| Downloaded 1 files, \d+ bytes, {rows} rows of {view} for {DAY}",
+        rf"flows.hyper \| Built extract.hyper: {rows} rows, \d+ columns",
+        r"blocks.tableau \| Signed in to http://127.0.0.1:\d+ site '\S*' with personal access "
+        r"token '\S+' \(REST API 3.\d+\)",
+        r"flows.tableau \| Tableau job (\S+) \(.+\) finished: finish code 0",
+        rf"flows.tableau \| Published {rows} rows of {DAY} to {where} \(replace_date, job \S+\)",
+    ]
+    missing = [pattern for pattern in expected if not re.search(pattern, text)]
+    assert missing == [], text
+    # Each step's lines sit under its task run in the UI; nothing at DEBUG by default.
+    export_line = next(log for log in logs if log.name == "flows.bigquery")
+    assert export_line.task_run_id is not None
+    assert min(log.level for log in logs) >= logging.INFO
+    leaked = [secret for secret in secrets_of(world) if secret in text]
+    assert leaked == []
+
+
+def test_retry_decisions_are_logged_with_the_reason(
+    world: LocalStack, config: PipelineConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fail_once(
+        monkeypatch, "export_view", ExportError("BigQuery backendError (injected)", retryable=True)
+    )
+    retried = run_logs(daily.daily_refresh(config=config, run_date=DAY, return_state=True))
+    fail_once(monkeypatch, "build_hyper", OSError("disk full (injected)"))
+    failed = run_logs(daily.daily_refresh(config=config, run_date=DAY, return_state=True))
+
+    messages = [log.message for log in retried + failed if log.name == "flows.errors"]
+    assert messages == [
+        "export attempt 1 of 3 failed with ExportError: BigQuery backendError (injected). "
+        "Transient: retrying.",
+        "build attempt 1 of 3 failed with OSError: disk full (injected). "
+        "Permanent: not retrying; fix the cause.",
+    ]
+
+
+def test_a_run_failing_before_its_first_step_leaves_a_report_and_a_history_row(
+    world: LocalStack, config: PipelineConfig
+) -> None:
+    missing_block = config.model_copy(update={"credentials_block": "no-such-block"})
+
+    state = daily.daily_refresh(config=missing_block, run_date=DAY, return_state=True)
+
+    assert state.is_failed()
+    run_id = state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
+        )
+    report = next(a for a in artifacts if a.key == "run-report")
+    assert "failed" in report.data and "no-such-block" in report.data
+    assert "Save it first" in report.data  # what to do
+    history = next(a for a in artifacts if a.key == "ad-performance-daily-history")
+    newest = json.loads(history.data)[0]
+    assert newest["flow_run_id"] == str(run_id) and newest["status"] == "failed"
+    assert newest["run_date"] == DAY.isoformat()
+
+
+def test_a_run_with_invalid_parameters_leaves_a_report_saying_so(world: LocalStack) -> None:
+    bad = world.pipeline_config().model_dump(mode="json")
+    bad["bigquery"]["view"] = "not-a-view"  # passes the JSON schema, fails PipelineConfig
+
+    state = daily.daily_refresh(config=bad, run_date=DAY, return_state=True)
+
+    assert state.is_failed()
+    with get_client(sync_client=True) as client:
+        (report,) = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id]),
+                key=ArtifactFilterKey(any_=["run-report"]),
+            )
+        )
+    assert "Validation of flow parameters failed" in report.data
+    assert "must be fully qualified as project.dataset.view" in report.data
+    assert "Fix them in prefect.yaml" in report.data
 
 
 def test_rerun_and_backfilled_days_never_duplicate(
@@ -295,8 +421,14 @@ def test_backfill_runs_each_date_as_its_own_deployment_run(
     expected = bq_rows_by_date(world)
     dates = [SEEDED[1], SEEDED[2], SEEDED[3], GAP, SEEDED[5]]
 
-    plan = backfill(config=config, dates=dates, dry_run=True, deployment_name=process_worker)
+    planned = backfill(
+        config=config, dates=dates, dry_run=True, deployment_name=process_worker, return_state=True
+    )
+    plan = planned.result()
     assert [p["run_date"] for p in plan] == sorted(d.isoformat() for d in dates)
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(planned.state_details.flow_run_id)
+    assert run.name == f"backfill-5-dates-{min(dates)}..{max(dates)}-plan"
     assert world.tableau.datasources == {}
 
     with pytest.raises(PipelineError, match=rf"1 date\(s\) failed \({GAP.isoformat()}\)"):
