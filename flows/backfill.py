@@ -23,10 +23,11 @@ from prefect.artifacts import (
 )
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
+from prefect.runtime import flow_run
 from pydantic import Field
 
 from flows.config import PipelineConfig
-from flows.dates import backfill_dates
+from flows.dates import OptionalDate, backfill_dates
 from flows.errors import PipelineError
 
 FLOW_NAME: Final[str] = "bq-view-to-tableau-backfill"
@@ -57,19 +58,47 @@ class DateOutcome:
         }
 
 
-@flow(name=FLOW_NAME)
+def _run_name() -> str:
+    """`backfill-<first>..<last>` (or the dates themselves): the run says what it covers."""
+    params = flow_run.parameters or {}
+    covered = []
+    if params.get("start") and params.get("end"):
+        covered.append(f"{params['start']}..{params['end']}")
+    listed = sorted(str(d) for d in params.get("dates") or [])
+    if 0 < len(listed) <= 3:
+        covered.append(",".join(listed))
+    elif listed:
+        covered.append(f"{len(listed)}-dates-{listed[0]}..{listed[-1]}")
+    name = "-".join(["backfill", "+".join(covered)] if covered else ["backfill"])
+    return f"{name}-plan" if params.get("dry_run") else name
+
+
+@flow(name=FLOW_NAME, flow_run_name=_run_name)
 def backfill(
-    config: PipelineConfig,
-    start: date | None = None,
-    end: date | None = None,
+    start: OptionalDate = None,
+    end: OptionalDate = None,
     dates: list[date] | None = None,
+    *,
+    config: PipelineConfig,
     deployment_name: str = PER_DATE_DEPLOYMENT,
     max_concurrency: Annotated[int, Field(ge=1, le=20)] = 3,
     fail_fast: bool = False,
     dry_run: bool = False,
     max_dates: Annotated[int, Field(ge=1, le=3660)] = 93,
 ) -> list[dict[str, Any]]:
-    """Replace each given day in Tableau by running the per-date deployment for it."""
+    """Replace each given day in Tableau by running the per-date deployment for it.
+
+    Args:
+        start: First day of an inclusive range (give `end` too).
+        end: Last day of the range.
+        dates: Single days, instead of or besides the range.
+        config: The pipeline each date's run gets.
+        deployment_name: The per-date deployment that runs each date.
+        max_concurrency: Dates running at once (each its own ECS task).
+        fail_fast: Stop starting dates after the first failure.
+        dry_run: Only show the plan; run nothing.
+        max_dates: Refuse larger backfills (a typo guard).
+    """
     today = datetime.now(ZoneInfo(config.timezone)).date()
     days = backfill_dates(
         start=start,

@@ -9,9 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import date, datetime, timedelta
+from typing import Annotated
 from zoneinfo import ZoneInfo
 
+from pydantic import WithJsonSchema
+
 from flows.errors import ConfigError
+
+OptionalDate = Annotated[date | None, WithJsonSchema({"type": "string", "format": "date"})]
+"""A date parameter that may be left out: the Prefect UI shows a plain date picker for it,
+without the null toggle that `date | None` gets."""
 
 
 def default_run_date(scheduled_start: datetime, timezone: str) -> date:

@@ -75,3 +75,28 @@ def test_backfill_range_and_list_are_merged_sorted_and_unique() -> None:
 def test_backfill_refuses_bad_plans(kwargs: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         backfill_dates(**kwargs, today=date(2026, 11, 29), earliest=date(2020, 1, 1), max_dates=31)
+
+
+@pytest.mark.parametrize(
+    ("parameters", "name"),
+    [
+        ({"start": "2026-11-01", "end": "2026-11-07"}, "backfill-2026-11-01..2026-11-07"),
+        ({"dates": ["2026-11-05", "2026-11-03"]}, "backfill-2026-11-03,2026-11-05"),
+        (
+            {"dates": [f"2026-11-0{d}" for d in range(1, 6)], "dry_run": True},
+            "backfill-5-dates-2026-11-01..2026-11-05-plan",
+        ),
+        (
+            {"start": "2026-11-01", "end": "2026-11-02", "dates": ["2026-11-09"]},
+            "backfill-2026-11-01..2026-11-02+2026-11-09",
+        ),
+        ({}, "backfill"),
+    ],
+)
+def test_backfill_runs_are_named_after_what_they_cover(
+    monkeypatch: pytest.MonkeyPatch, parameters: dict, name: str
+) -> None:
+    from flows import backfill
+
+    monkeypatch.setattr(backfill.flow_run, "parameters", parameters)
+    assert backfill._run_name() == name

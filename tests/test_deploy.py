@@ -174,10 +174,10 @@ def test_build_context_holds_what_the_dockerfile_copies_and_nothing_else(
     strays = sorted(f for f in files if not f.startswith(allowed))
     assert not strays, f".dockerignore lets these into the build context: {strays[:10]}"
     assert not [f for f in files if "__pycache__" in f or f.endswith(".pyc")]
-    final = dockerfile.parse()[-1]
-    for copy in final.ops("COPY"):
+    copies = [copy for stage in dockerfile.parse() for copy in stage.ops("COPY")]
+    for copy in copies:
         if "from" in copy.flags:
-            continue  # copied from the build stage, not the context
+            continue  # copied from another stage, not the context
         for source in copy.args[:-1]:
             source = source.rstrip("/")
             assert any(f == source or f.startswith(source + "/") for f in files), (
@@ -235,6 +235,21 @@ def test_parameters_are_a_valid_pipeline_config(deployed: Deployed) -> None:
     assert "run_date" not in deployed.deployments[PER_DATE].parameters
     # The backfill starts the per-date deployment by its full name.
     assert deployed.deployments[BACKFILL].parameters["deployment_name"] == PER_DATE
+
+
+def test_custom_run_form_starts_with_a_plain_date_picker(deployed: Deployed) -> None:
+    # The UI orders fields by `position` and shows `format: date` as a date picker; a schema
+    # without `anyOf`/null has no "None" toggle. A rerun is then "pick a date, Submit".
+    for name, first in ((PER_DATE, "run_date"), (DAILY, "run_date"), (BACKFILL, "start")):
+        properties = deployed.deployments[name].parameter_openapi_schema["properties"]
+        field = min(properties.values(), key=lambda p: p["position"])
+        assert field["title"] == first
+        assert (field["type"], field["format"]) == ("string", "date")
+        assert "anyOf" not in field and field.get("description")
+    run_date = deployed.deployments[PER_DATE].parameter_openapi_schema["properties"]["run_date"]
+    jsonschema.validate("2026-11-20", run_date)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(20261120, run_date)
 
 
 def test_job_variables_are_all_declared_by_the_pool_template(deployed: Deployed) -> None:
