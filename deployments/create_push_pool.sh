@@ -19,6 +19,8 @@ TASK_ROLE_NAME=${TASK_ROLE_NAME:-access2bq}
 # Names that `prefect work-pool create --provision-infra` uses (prefect 3.9).
 EXECUTION_ROLE_NAME=${EXECUTION_ROLE_NAME:-PrefectEcsTaskExecutionRole}
 PROVISIONED_USER=${PROVISIONED_USER:-prefect-ecs-user}
+# The image repository deploy.sh pushes to (DEPLOY_IMAGE_REPOSITORY).
+IMAGE_REPOSITORY_NAME=${IMAGE_REPOSITORY_NAME:-bq-view-to-tableau}
 PYTHON=${PYTHON:-python}
 
 
@@ -51,7 +53,8 @@ fi
 
 # 2. The pool: prefect-aws's template plus the ephemeral storage variable, with the task role as
 #    default. --provision-infra adds the IAM user (key in an AwsCredentials block), the execution
-#    role, cluster, VPC and ECR repository, and logs Docker in to ECR. It creates no task role.
+#    role (allowed to create log groups), cluster, VPC and an ECR repository `prefect-flows`. It
+#    creates no task role.
 "$PYTHON" deployments/ecs_job_template.py --task-role-arn "$TASK_ROLE_ARN" >"$work/template.json"
 run prefect work-pool create "$POOL" --type ecs:push --provision-infra \
   --base-job-template "$work/template.json"
@@ -61,15 +64,20 @@ run prefect work-pool create "$POOL" --type ecs:push --provision-infra \
 run aws iam put-user-policy --user-name "$PROVISIONED_USER" \
   --policy-name bq-view-to-tableau-passrole --policy-document "file://${work}/passrole.json"
 
+# 4. The image repository deploy.sh pushes to, and Docker's login to the registry (the
+#    provisioner logs in only when it creates its own repository).
+REGISTRY="${AWS_ACCOUNT_ID}.dkr.ecr.${AWS_REGION}.amazonaws.com"
+ensure_ecr_repository "$IMAGE_REPOSITORY_NAME"
+ecr_login "$REGISTRY"
+
 echo "Policy attached to ${PROVISIONED_USER}:"
 cat "$work/passrole.json"
 echo
-echo "Settings for deployments/deploy.sh (add DEPLOY_IMAGE_REPOSITORY, DEPLOY_AWS_REGION,"
-echo "DEPLOY_BQ_VIEW and DEPLOY_GCS_BUCKET):"
+echo "Settings for deployments/deploy.sh (add DEPLOY_BQ_VIEW and DEPLOY_GCS_BUCKET):"
 if [[ "$DRY_RUN" == 1 ]]; then
   echo "+ $PYTHON deployments/check_pool.py $POOL"
 else
   "$PYTHON" deployments/check_pool.py "$POOL"
 fi
 echo "export DEPLOY_AWS_REGION=${AWS_REGION}"
-echo "export DEPLOY_IMAGE_REPOSITORY=${AWS_ACCOUNT_ID}.dkr.ecr.${AWS_REGION}.amazonaws.com/prefect-flows"
+echo "export DEPLOY_IMAGE_REPOSITORY=${REGISTRY}/${IMAGE_REPOSITORY_NAME}"

@@ -8,8 +8,10 @@
 #   deployments/gcp_setup.sh
 #
 # Optional: SOURCE_DATASETS="raw_ads other" (datasets the view reads, when it is not an
-# authorized view), POOL_ID, PROVIDER_ID, SA_NAME, CRED_CONFIG (output path), DRY_RUN=1 (print
-# the commands instead of running them). Needs gcloud and bq, signed in as a project owner.
+# authorized view), STAGING_LOCATION (the bucket's location: the dataset's, default
+# asia-northeast1), STAGING_PREFIX (gcs.prefix, default bq-tableau), POOL_ID, PROVIDER_ID,
+# SA_NAME, CRED_CONFIG (output path), DRY_RUN=1 (print the commands instead of running them).
+# Needs gcloud and bq, signed in as a project owner.
 set -euo pipefail
 # shellcheck source=deployments/lib.sh disable=SC1091
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -24,6 +26,8 @@ PROVIDER_ID=${PROVIDER_ID:-aws-provider}
 SA_NAME=${SA_NAME:-bq-view-to-tableau}
 SOURCE_DATASETS=${SOURCE_DATASETS:-}
 CRED_CONFIG=${CRED_CONFIG:-cred-config.json}
+STAGING_LOCATION=${STAGING_LOCATION:-asia-northeast1}
+STAGING_PREFIX=${STAGING_PREFIX:-bq-tableau}
 
 if [[ ! "$AWS_ACCOUNT_ID" =~ ^[0-9]{12}$ ]]; then
   echo "error: AWS_ACCOUNT_ID='$AWS_ACCOUNT_ID' must be 12 digits" >&2
@@ -69,6 +73,23 @@ for dataset in "$MART_DATASET" $SOURCE_DATASETS; do
   run bq query --project_id "$GCP_PROJECT" --nouse_legacy_sql \
     "GRANT \`roles/bigquery.dataViewer\` ON SCHEMA \`${GCP_PROJECT}.${dataset}\` TO \"serviceAccount:${SA_EMAIL}\""
 done
+# The staging bucket, in the dataset's location. Soft delete off: BigQuery's export docs advise
+# it (and no Bucket Lock) for export buckets, whose rewrites would otherwise be charged. The
+# lifecycle rule deletes what failed runs leave under the prefix after 3 days.
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+sed -e "s|STAGING_PREFIX|${STAGING_PREFIX}|g" "$(dirname "${BASH_SOURCE[0]}")/gcs/staging-lifecycle.json" \
+  >"$work/lifecycle.json"
+if [[ "$DRY_RUN" != 1 ]] && gcloud storage buckets describe "gs://${STAGING_BUCKET}" >/dev/null 2>&1; then
+  run gcloud storage buckets update "gs://${STAGING_BUCKET}" --clear-soft-delete \
+    --lifecycle-file="$work/lifecycle.json"
+else
+  run gcloud storage buckets create "gs://${STAGING_BUCKET}" --project "$GCP_PROJECT" \
+    --location "$STAGING_LOCATION" --uniform-bucket-level-access --soft-delete-duration=0 \
+    --lifecycle-file="$work/lifecycle.json"
+fi
+echo "Lifecycle rule of gs://${STAGING_BUCKET}:"
+cat "$work/lifecycle.json"
 run gcloud storage buckets add-iam-policy-binding "gs://${STAGING_BUCKET}" \
   --member "serviceAccount:${SA_EMAIL}" --role roles/storage.objectAdmin
 

@@ -9,3 +9,22 @@ run() {
   printf '\n'
   if [[ "$DRY_RUN" != 1 ]]; then "$@"; fi
 }
+
+# ensure_ecr_repository NAME: create the image repository unless it exists (deploy.sh pushes
+# there; --provision-infra only creates one named prefect-flows).
+ensure_ecr_repository() {
+  if [[ "$DRY_RUN" != 1 ]] && aws ecr describe-repositories --repository-names "$1" >/dev/null 2>&1; then
+    echo "ECR repository $1 exists"
+  else
+    run aws ecr create-repository --repository-name "$1" --image-scanning-configuration scanOnPush=true
+  fi
+}
+
+# ecr_login REGISTRY: docker login to an ECR registry (the password is piped, never printed).
+ecr_login() {
+  printf '+ aws ecr get-login-password --region %q | docker login --username AWS --password-stdin %q\n' \
+    "$AWS_REGION" "$1"
+  if [[ "$DRY_RUN" != 1 ]]; then
+    aws ecr get-login-password --region "$AWS_REGION" | docker login --username AWS --password-stdin "$1"
+  fi
+}

@@ -4,6 +4,7 @@ scripts would run (DRY_RUN=1), judged with the same CEL evaluator Google's STS i
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import shlex
@@ -13,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from prefect_aws.workers.ecs_worker import ECSWorker
 
 from blocks.cel import DEFAULT_AWS_MAPPING, evaluate_condition, evaluate_mapping
@@ -103,7 +105,7 @@ def test_check_env_refuses_the_execution_role_as_task_role() -> None:
 
 
 @pytest.fixture(scope="module")
-def gcp_commands() -> list[list[str]]:
+def gcp_output() -> str:
     env = {
         "DRY_RUN": "1",
         "GCP_PROJECT": "ad-mart-prod",
@@ -116,7 +118,12 @@ def gcp_commands() -> list[list[str]]:
     }
     result = _bash("gcp_setup.sh", env)
     assert result.returncode == 0, result.stderr
-    return _commands(result.stdout)
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def gcp_commands(gcp_output: str) -> list[list[str]]:
+    return _commands(gcp_output)
 
 
 def _provider(commands: list[list[str]]) -> list[str]:
@@ -177,12 +184,39 @@ def test_gcp_service_account_gets_only_the_pipeline_roles(
         f'GRANT `roles/bigquery.dataViewer` ON SCHEMA `ad-mart-prod.{d}` TO "{sa}"'
         for d in ("ads_mart", "raw_ads")
     ]
-    bucket = next(c for c in gcp_commands if c[:3] == ["gcloud", "storage", "buckets"])
+    bucket = next(
+        c
+        for c in gcp_commands
+        if c[:4] == ["gcloud", "storage", "buckets", "add-iam-policy-binding"]
+    )
     assert bucket[4] == "gs://ad-mart-prod-tableau-staging"
     assert (_flag(bucket, "--member"), _flag(bucket, "--role")) == (sa, "roles/storage.objectAdmin")
     cred = next(c for c in gcp_commands if "create-cred-config" in c)
     assert "--aws" in cred
     assert cred[4].endswith("/workloadIdentityPools/aws-ecs/providers/aws-provider")
+
+
+def test_gcp_setup_creates_the_staging_bucket_before_granting_on_it(
+    gcp_commands: list[list[str]], gcp_output: str
+) -> None:
+    buckets = [c for c in gcp_commands if c[:3] == ["gcloud", "storage", "buckets"]]
+    create, grant = buckets[0], buckets[1]
+    assert create[3:5] == ["create", "gs://ad-mart-prod-tableau-staging"]
+    assert grant[3] == "add-iam-policy-binding"
+    assert _flag(create, "--location") == "asia-northeast1"  # prefect.yaml's bigquery.location
+    assert "--uniform-bucket-level-access" in create
+    assert "--soft-delete-duration=0" in create  # BigQuery's advice for export buckets
+    assert any(arg.startswith("--lifecycle-file=") for arg in create)
+    start = gcp_output.index("Lifecycle rule of")
+    lifecycle, _ = json.JSONDecoder().raw_decode(gcp_output[gcp_output.index("{", start) :])
+    assert lifecycle == {
+        "rule": [
+            {
+                "action": {"type": "Delete"},
+                "condition": {"age": 3, "matchesPrefix": ["bq-tableau/"]},  # gcs.prefix
+            }
+        ]
+    }
 
 
 def test_gcp_setup_refuses_a_bad_account_id() -> None:
@@ -246,10 +280,27 @@ def test_push_pool_script_passes_both_roles_and_sets_the_task_role(
     ]
     put = next(c for c in commands if "put-user-policy" in c)
     assert _flag(put, "--user-name") == "prefect-ecs-user"
+    # The repository deploy.sh pushes to exists, Docker is logged in to it, and the printed
+    # DEPLOY_IMAGE_REPOSITORY is the one the README's deploy example uses.
+    repository = next(c for c in commands if c[:3] == ["aws", "ecr", "create-repository"])
+    assert _flag(repository, "--repository-name") == "bq-view-to-tableau"
+    registry = f"{ACCOUNT}.dkr.ecr.ap-northeast-1.amazonaws.com"
+    assert f"--password-stdin {registry}" in result.stdout
+    printed = f"export DEPLOY_IMAGE_REPOSITORY={registry}/bq-view-to-tableau"
+    assert printed in result.stdout
+    readme = (REPO / "README.md").read_text() + (REPO / "deployments" / "README.md").read_text()
+    assert printed in readme
+    assert "amazonaws.com/prefect-flows" not in readme
 
 
 @pytest.mark.parametrize(
-    "name", ["task-role-trust.json", "passrole-policy.json", "worker-policy.json"]
+    "name",
+    [
+        "task-role-trust.json",
+        "passrole-policy.json",
+        "worker-policy.json",
+        "execution-role-logs-policy.json",
+    ],
 )
 def test_iam_documents_are_valid_json_policies(name: str) -> None:
     document = json.loads((REPO / "deployments" / "iam" / name).read_text())
@@ -272,7 +323,7 @@ def test_hybrid_script_creates_an_ecs_pool_and_a_worker_service(
         "DEPLOY_ECS_CLUSTER": "pipelines",
         "SUBNETS": "subnet-0aa,subnet-0bb",
         "SECURITY_GROUP": "sg-0cc",
-        "WORKER_IMAGE": f"{DEPLOY_ENV['DEPLOY_IMAGE_REPOSITORY']}:3f2a9c1",
+        "WORKER_IMAGE": f"{DEPLOY_ENV['DEPLOY_IMAGE_REPOSITORY']}-worker:3f2a9c1",
         "PYTHON": str(python),
     }
     result = _bash("create_hybrid_pool.sh", env)
@@ -289,6 +340,44 @@ def test_hybrid_script_creates_an_ecs_pool_and_a_worker_service(
     command = worker_definition["containerDefinitions"][0]["command"]
     assert command[:3] == ["prefect", "worker", "start"]
     assert command[command.index("--type") + 1] == "ecs"
+    # The worker image is the Dockerfile's worker target, pushed to a repository created here.
+    registry = f"{ACCOUNT}.dkr.ecr.ap-northeast-1.amazonaws.com"
+    build = next(c for c in commands if c[:2] == ["docker", "build"])
+    assert _flag(build, "--target") == "worker"
+    assert _flag(build, "-t") == env["WORKER_IMAGE"]
+    assert ["docker", "push", env["WORKER_IMAGE"]] in commands
+    repositories = [
+        _flag(c, "--repository-name")
+        for c in commands
+        if c[:3] == ["aws", "ecr", "create-repository"]
+    ]
+    assert repositories == ["bq-view-to-tableau", "bq-view-to-tableau-worker"]
+    assert f"--password-stdin {registry}" in result.stdout
+    # awslogs-create-group needs logs:CreateLogGroup, which AWS's execution-role policy lacks.
+    logs = next(
+        c
+        for c in commands
+        if c[:3] == ["aws", "iam", "put-role-policy"]
+        and _flag(c, "--role-name") == "ecsTaskExecutionRole"
+    )
+    assert "create-log-groups" in _flag(logs, "--policy-name")
+    template = json.loads((REPO / "deployments/iam/execution-role-logs-policy.json").read_text())
+    (statement,) = template["Statement"]
+    assert statement["Action"] == "logs:CreateLogGroup"
+    groups = {
+        options["awslogs-group"]
+        for options in (
+            worker_definition["containerDefinitions"][0]["logConfiguration"]["options"],
+            yaml.safe_load((REPO / "prefect.yaml").read_text())["definitions"]["work_pool"][
+                "job_variables"
+            ]["cloudwatch_logs_options"],
+        )
+    }
+    for group in groups:
+        assert any(
+            fnmatch.fnmatch(f"arn:aws:logs:AWS_REGION:AWS_ACCOUNT_ID:log-group:{group}", r)
+            for r in statement["Resource"]
+        ), group
 
 
 def test_job_template_adds_only_ephemeral_storage() -> None:
@@ -309,3 +398,58 @@ def test_job_template_refuses_a_non_role_arn(capsys: pytest.CaptureFixture[str])
     template = ecs_base_job_template(task_role_arn=f"arn:aws:iam::{ACCOUNT}:role/access2bq")
     task_role = template["variables"]["properties"]["task_role_arn"]
     assert task_role["default"] == f"arn:aws:iam::{ACCOUNT}:role/access2bq"
+
+
+@pytest.mark.prefect
+def test_register_blocks_script_runs_verbatim_against_a_prefect_server(
+    prefect_server: None, credential_config: dict[str, object], tmp_path: Path
+) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL
+
+    from blocks import AwsWorkloadIdentityCredentials, TableauServer
+
+    config_file = tmp_path / "cred-config.json"
+    config_file.write_text(json.dumps(credential_config))
+    secret = "pat-secret-for-the-script-test"
+    # As a user runs it: the project's environment activated (its bin/ first on PATH), from the
+    # repository root, with no PYTHONPATH.
+    env = {
+        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "PREFECT_API_URL": PREFECT_API_URL.value(),
+        "GCP_CRED_CONFIG": str(config_file),
+        "GCP_PROJECT": "ad-mart-prod",
+        "TABLEAU_SERVER_URL": "https://tableau.example.com",
+        "TABLEAU_SITE": "acme",
+        "TABLEAU_TOKEN_NAME": "bq-view-to-tableau",
+        "TABLEAU_TOKEN_SECRET": secret,
+        "CREDENTIALS_BLOCK": "script-wif",
+        "TABLEAU_BLOCK": "script-tableau",
+    }
+    result = subprocess.run(
+        ["deployments/register_blocks.sh"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "Unable to load blocks" not in output
+    assert secret not in output
+    with get_client(sync_client=True) as client:
+        assert client.read_block_type_by_slug("aws-workload-identity-credentials")
+        assert client.read_block_type_by_slug("tableau-server")
+    credentials = AwsWorkloadIdentityCredentials.load("script-wif")
+    assert (credentials.project, credentials.credential_config) == (
+        "ad-mart-prod",
+        credential_config,
+    )
+    tableau = TableauServer.load("script-tableau")
+    assert tableau.token_name == "bq-view-to-tableau"
+    assert tableau.token_secret.get_secret_value() == secret
