@@ -342,3 +342,45 @@ def _with_defaults(**defaults: str) -> dict[str, Any]:
     for name, value in defaults.items():
         variables["properties"][name]["default"] = value
     return variables
+
+
+def _documented_run_commands() -> list[str]:
+    """`prefect deployment run ...` commands of deployments/README.md's code blocks."""
+    text = (REPO / "deployments" / "README.md").read_text()
+    blocks = text.split("```bash\n")[1:]
+    lines = " ".join(block.split("```", 1)[0] for block in blocks).replace("\\\n", " ")
+    commands = [" ".join(line.split()) for line in lines.splitlines()]
+    return [c for c in commands if c.startswith("prefect deployment run")]
+
+
+def test_the_readmes_run_and_backfill_commands_work_verbatim(
+    deployed: Deployed, api_url: str, tmp_path: Path
+) -> None:
+    commands = _documented_run_commands()
+    assert len(commands) == 3
+    # The README's own (inline) rerun and backfill commands are the first two of these.
+    readme = " ".join((REPO / "README.md").read_text().replace("`", "").split())
+    assert commands[0] in readme and commands[1] in readme
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "AWS_", "DEPLOY_"))}
+    env.update(PREFECT_API_URL=api_url, PREFECT_HOME=str(tmp_path), PYTHONWARNINGS="ignore")
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+    created = []
+    for command in commands:
+        result = subprocess.run(
+            ["bash", "-c", command], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert result.returncode == 0, f"{command}\n{result.stdout}\n{result.stderr}"
+        created.append(result.stdout)
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs()
+    by_deployment: dict[str, list[dict[str, Any]]] = {}
+    for run in runs:
+        name = next(n for n, d in deployed.deployments.items() if d.id == run.deployment_id)
+        by_deployment.setdefault(name, []).append(run.parameters)
+    (rerun,) = by_deployment[PER_DATE]
+    assert rerun["run_date"] == "2026-11-20"
+    assert PipelineConfig.model_validate(rerun["config"])  # the deployment's own config
+    ranges = sorted(by_deployment[BACKFILL], key=lambda p: "dates" in p)
+    assert (ranges[0]["start"], ranges[0]["end"]) == ("2026-11-01", "2026-11-07")
+    assert ranges[1]["dates"] == ["2026-11-03", "2026-11-05"]
+    assert (ranges[1]["max_concurrency"], ranges[1]["dry_run"]) == (2, True)

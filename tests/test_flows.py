@@ -177,6 +177,22 @@ def test_the_runs_logs_in_prefect_say_what_each_step_did_and_hold_no_secret(
     assert min(log.level for log in logs) >= logging.INFO
     leaked = [secret for secret in secrets_of(world) if secret in text]
     assert leaked == []
+    # The README's `prefect flow-run logs ID` shows the same lines.
+    cli = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "prefect"),
+            "flow-run",
+            "logs",
+            str(logs[0].flow_run_id),
+        ],
+        env={**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert cli.returncode == 0, cli.stderr
+    assert f"Published {rows} rows of {DAY}" in cli.stdout
 
 
 def test_retry_decisions_are_logged_with_the_reason(

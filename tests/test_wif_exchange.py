@@ -198,3 +198,19 @@ def test_no_aws_source_at_all_is_a_clear_error(wif_block, make_supplier, ecs):
 
     with pytest.raises(exceptions.RefreshError, match="AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"):
         _refresh(wif_block.get_credentials_from_service_account())
+
+
+def test_prefect_gcp_blocks_built_at_run_time_use_the_keyless_credentials(
+    wif_block, google_apis, monkeypatch
+):
+    # As the README shows: prefect-gcp's GcsBucket with our block, built in the flow (a saved
+    # GcsBucket would reload the nested block as a plain GcpCredentials).
+    from prefect_gcp.cloud_storage import GcsBucket
+
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", google_apis.url)
+    bucket = GcsBucket(bucket="exports", gcp_credentials=wif_block)
+
+    blobs = [blob.name for blob in bucket.list_blobs()]
+
+    assert blobs == ["day=2026-11-28/part-0.parquet"]
+    assert google_apis.seen == [("/storage/v1/b/exports/o", SERVICE_ACCOUNT)]
