@@ -113,12 +113,15 @@ def _deploy(
     engine: FakeDockerEngine,
     home: Path,
     env: dict[str, str],
+    command: tuple[str, ...] = ("prefect", "--no-prompt", "deploy", "--all"),
 ) -> subprocess.CompletedProcess[str]:
-    # Only what the deploy needs: no developer AWS/GCP/Docker settings leak in.
+    # Only what the deploy needs: no developer AWS/GCP/Docker settings leak in. The project's
+    # environment is active (its bin/ first on PATH), as deployments/README.md says.
     leaks = ("DEPLOY_", "DOCKER_", "PREFECT_", "AWS_", "GOOGLE_")
     base = {k: v for k, v in os.environ.items() if not k.startswith(leaks)}
+    base["PATH"] = f"{Path(sys.executable).parent}:{base.get('PATH', '/usr/bin:/bin')}"
     return subprocess.run(
-        [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"],
+        list(command),
         cwd=REPO,
         env={
             **base,
@@ -143,8 +146,11 @@ def deployed(
     pool_variables: dict[str, Any],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Deployed:
-    result = _deploy(api_url, docker_engine, tmp_path_factory.mktemp("prefect-home"), DEPLOY_ENV)
+    # The README's deploy command, verbatim (DEPLOY_IMAGE_TAG given: no git commit to read).
+    home = tmp_path_factory.mktemp("prefect-home")
+    result = _deploy(api_url, docker_engine, home, DEPLOY_ENV, ("deployments/deploy.sh",))
     assert result.returncode == 0, f"deploy failed:\n{result.stdout}\n{result.stderr}"
+    assert "deploy settings OK" in result.stdout
     with get_client(sync_client=True) as client:
         deployments = {
             name: client.read_deployment_by_name(name) for name in (DAILY, PER_DATE, BACKFILL)
