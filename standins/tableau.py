@@ -1,6 +1,6 @@
 """A loopback fake of the Tableau REST API, as much of it as tableauserverclient uses to publish.
 
-Answers in the XML shapes of TSC's own test assets (`/work/shared/reference/tableau-rest/`):
+Answers in the XML shapes of TSC's own test assets (tableauserverclient `test/assets/`):
 serverInfo; sign-in/out with a PAT or a connected-app JWT (one session per PAT: a second
 sign-in ends the first, whose next call gets 401002); projects (nested, paged, created);
 datasources (list filtered by name/project, get, publish single or multipart-chunked via
