@@ -27,7 +27,7 @@ from prefect.runtime import flow_run
 from pydantic import Field
 
 from flows.config import PipelineConfig
-from flows.dates import OptionalDate, backfill_dates
+from flows.dates import backfill_dates
 from flows.errors import PipelineError
 
 FLOW_NAME: Final[str] = "bq-view-to-tableau-backfill"
@@ -75,8 +75,8 @@ def _run_name() -> str:
 
 @flow(name=FLOW_NAME, flow_run_name=_run_name)
 def backfill(
-    start: OptionalDate = None,
-    end: OptionalDate = None,
+    start: date | None = None,
+    end: date | None = None,
     dates: list[date] | None = None,
     *,
     config: PipelineConfig,

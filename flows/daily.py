@@ -31,7 +31,7 @@ from prefect.tasks import Task, exponential_backoff
 from blocks import AwsWorkloadIdentityCredentials, TableauServer
 from flows.bigquery import ExportManifest, export_view
 from flows.config import PipelineConfig
-from flows.dates import OptionalDate, check_run_date, default_run_date
+from flows.dates import RunDate, check_run_date, default_run_date
 from flows.errors import ConfigError, retry_if_transient
 from flows.gcs import DownloadedExport, delete_export, download_export
 from flows.hyper import HyperExtract, build_hyper
@@ -126,15 +126,15 @@ def _report_invalid_parameters(flow: Flow, run: FlowRun, state: State) -> None:
 
 @flow(name=FLOW_NAME, flow_run_name=_run_name, on_failure=[_report_invalid_parameters])
 def daily_refresh(
-    run_date: OptionalDate = None,  # first: in the UI a rerun is "pick a date, Submit"
+    run_date: RunDate = None,  # first: in the UI a rerun is "pick a date, Submit"
     *,
     config: PipelineConfig,
 ) -> dict[str, Any]:
     """Add one day of the BigQuery view to the Tableau datasource (replacing that day).
 
     Args:
-        run_date: The day to (re)publish. Leave empty on a schedule: the run then takes the day
-            before its scheduled start, in the config's time zone.
+        run_date: The day to (re)publish; a custom run must pick it. Scheduled runs leave it
+            out and take the day before their scheduled start, in the config's time zone.
         config: The pipeline: view, staging bucket, Tableau datasource and block names.
     """
     report = RunReport(

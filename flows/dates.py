@@ -16,9 +16,12 @@ from pydantic import WithJsonSchema
 
 from flows.errors import ConfigError
 
-OptionalDate = Annotated[date | None, WithJsonSchema({"type": "string", "format": "date"})]
-"""A date parameter that may be left out: the Prefect UI shows a plain date picker for it,
-without the null toggle that `date | None` gets."""
+RunDate = Annotated[date | None, WithJsonSchema({"type": "string", "format": "date"})]
+"""The daily flow's date: in the Prefect UI a plain date picker (no null toggle, which
+`date | None` gets) that a custom run must fill; a schedule or `prefect deployment run` without
+`--param run_date=...` leaves it out, and the flow takes the day before the scheduled start.
+(The UI sends the schema's default, null, for an empty picker, so only a parameter that must be
+given in the form can drop the toggle; the backfill's optional start/end/dates keep theirs.)"""
 
 
 def default_run_date(scheduled_start: datetime, timezone: str) -> date:

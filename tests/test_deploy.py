@@ -246,16 +246,25 @@ def test_parameters_are_a_valid_pipeline_config(deployed: Deployed) -> None:
 def test_custom_run_form_starts_with_a_plain_date_picker(deployed: Deployed) -> None:
     # The UI orders fields by `position` and shows `format: date` as a date picker; a schema
     # without `anyOf`/null has no "None" toggle. A rerun is then "pick a date, Submit".
-    for name, first in ((PER_DATE, "run_date"), (DAILY, "run_date"), (BACKFILL, "start")):
+    for name in (PER_DATE, DAILY):
         properties = deployed.deployments[name].parameter_openapi_schema["properties"]
         field = min(properties.values(), key=lambda p: p["position"])
-        assert field["title"] == first
+        assert field["title"] == "run_date"
         assert (field["type"], field["format"]) == ("string", "date")
-        assert "anyOf" not in field and field.get("description")
+        assert "anyOf" not in field and "custom run must pick it" in field["description"]
     run_date = deployed.deployments[PER_DATE].parameter_openapi_schema["properties"]["run_date"]
     jsonschema.validate("2026-11-20", run_date)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(20261120, run_date)
+    # The backfill's range and list are each optional: their null toggles stay, so a form that
+    # fills only one of them is still valid. The range comes first.
+    backfill = deployed.deployments[BACKFILL].parameter_openapi_schema
+    first = min(backfill["properties"], key=lambda n: backfill["properties"][n]["position"])
+    assert first == "start"
+    jsonschema.validate(
+        {"start": None, "end": None, "dates": ["2026-11-03"]},
+        {"properties": {k: backfill["properties"][k] for k in ("start", "end", "dates")}},
+    )
 
 
 def test_job_variables_are_all_declared_by_the_pool_template(deployed: Deployed) -> None:
