@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 if TYPE_CHECKING:
-    from prefect.client.schemas.objects import State
+    from prefect.client.schemas.objects import Log, State
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_HOME = REPO / ".demo"
@@ -98,25 +98,28 @@ def _print_summary(before: dict[date, int], after: dict[date, int], datasource: 
     )
 
 
-def _print_run_logs(state: State) -> None:
-    """The rerun's log lines as the Prefect API returns them: what the UI's run page shows."""
+def run_logs(state: State) -> list[Log]:
+    """A finished run's log lines as the Prefect API returns them (what the UI shows), oldest
+    first."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
     from prefect.client.schemas.sorting import LogSort
     from prefect.logging.handlers import APILogHandler
 
-    APILogHandler().flush()
-    run_id = state.state_details.flow_run_id
+    APILogHandler().flush()  # lines still queued in this process
     with get_client(sync_client=True) as client:
-        logs = client.read_logs(
-            LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])), sort=LogSort.TIMESTAMP_ASC
+        return client.read_logs(
+            LogFilter(flow_run_id=LogFilterFlowRunId(any_=[state.state_details.flow_run_id])),
+            sort=LogSort.TIMESTAMP_ASC,
         )
+
+
+def _print_run_logs(state: State) -> None:
+    logs = run_logs(state)
     print(f"\nThe rerun's logs as the Prefect API returns them ({len(logs)} lines):")
     for log in logs:
-        print(
-            f"  {log.timestamp:%H:%M:%S} {logging.getLevelName(log.level):<7} {log.name}: ", end=""
-        )
-        print(log.message)
+        level = logging.getLevelName(log.level)
+        print(f"  {log.timestamp:%H:%M:%S} {level:<7} {log.name}: {log.message}")
 
 
 def _quiet_offline_noise() -> None:

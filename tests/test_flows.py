@@ -25,13 +25,8 @@ from prefect.client.schemas.filters import (
     ArtifactFilter,
     ArtifactFilterFlowRunId,
     ArtifactFilterKey,
-    LogFilter,
-    LogFilterFlowRunId,
 )
-from prefect.client.schemas.objects import Log, State
-from prefect.client.schemas.sorting import LogSort
 from prefect.exceptions import ObjectAlreadyExists
-from prefect.logging.handlers import APILogHandler
 from prefect.settings import PREFECT_API_URL
 
 import flows.daily as daily
@@ -39,6 +34,7 @@ from flows.backfill import backfill
 from flows.config import PipelineConfig
 from flows.errors import ConfigError, ExportError, PipelineError, PublishError
 from standins.aws import MotoAws
+from standins.demo import run_logs
 from standins.emulators import BigQueryEmulator, GcsEmulator
 from standins.stack import DATASOURCE, LocalStack, local_stack
 
@@ -108,16 +104,6 @@ def fail_once(monkeypatch: pytest.MonkeyPatch, name: str, exc: Exception) -> lis
 
     monkeypatch.setattr(daily, name, wrapper)
     return calls
-
-
-def run_logs(state: State) -> list[Log]:
-    """The run's log lines as the Prefect API returns them (what the UI shows), oldest first."""
-    APILogHandler().flush()
-    with get_client(sync_client=True) as client:
-        return client.read_logs(
-            LogFilter(flow_run_id=LogFilterFlowRunId(any_=[state.state_details.flow_run_id])),
-            sort=LogSort.TIMESTAMP_ASC,
-        )
 
 
 def secrets_of(stack: LocalStack) -> list[str]:
