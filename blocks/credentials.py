@@ -19,13 +19,14 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final, Self
+from urllib.parse import urlsplit
 from uuid import UUID
 
 from prefect_gcp import GcpCredentials
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
-from blocks.ecs import AwsEcsTaskRoleSupplier
+from blocks.ecs import AwsEcsTaskRoleSupplier, is_loopback
 from blocks.federation import WorkloadIdentityCredentials
 
 CLOUD_PLATFORM_SCOPE: Final = "https://www.googleapis.com/auth/cloud-platform"
@@ -136,6 +137,20 @@ class AwsWorkloadIdentityCredentials(GcpCredentials):
                 f"credential_config['subject_token_type'] is {config['subject_token_type']!r}, "
                 f"expected {AWS_SUBJECT_TOKEN_TYPE!r}: the provider must be an AWS provider."
             )
+        for key in ("token_url", "service_account_impersonation_url"):
+            url = str(config.get(key) or "")
+            parts = urlsplit(url)
+            if url and not (
+                parts.scheme == "https"
+                or (parts.scheme == "http" and is_loopback(parts.hostname or ""))
+            ):
+                # The doctor and every run send the signed AWS request (or a Google token) there.
+                raise ValueError(
+                    f"credential_config['{key}'] {url!r} must use https (plain http only to a "
+                    "loopback address, for local stand-ins): a signed AWS request or a Google "
+                    "token is sent there. Regenerate the file with `gcloud iam "
+                    "workload-identity-pools create-cred-config --aws`."
+                )
         audience = str(config["audience"])
         if "/workloadIdentityPools/" not in audience or "/providers/" not in audience:
             raise ValueError(

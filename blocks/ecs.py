@@ -414,7 +414,7 @@ def _check_full_uri(url: str) -> None:
     host = (parts.hostname or "").lower()
     if parts.scheme == "https" and host:
         return
-    if parts.scheme == "http" and (host in _ALLOWED_HTTP_HOSTS or _is_loopback(host)):
+    if parts.scheme == "http" and (host in _ALLOWED_HTTP_HOSTS or is_loopback(host)):
         return
     raise exceptions.RefreshError(
         f"AWS_CONTAINER_CREDENTIALS_FULL_URI={url!r} is not allowed: it must use https, or http "
@@ -423,7 +423,8 @@ def _check_full_uri(url: str) -> None:
     )
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """True for a loopback address, or `localhost` resolving only to loopback addresses."""
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:

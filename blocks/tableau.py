@@ -261,7 +261,7 @@ class TableauServer(Block):
         except (InternalServerError, requests.ConnectionError, requests.Timeout) as exc:
             raise PublishError(
                 f"Could not sign in to {where}: {type(exc).__name__} "
-                f"{getattr(exc, 'code', '')}. Tableau is down or unreachable; the task retries.",
+                f"{getattr(exc, 'code', '')}. Tableau is down or unreachable; transient (retried).",
                 retryable=True,
             ) from None
 

@@ -106,10 +106,14 @@ class GcsConfig(_Model):
     @field_validator("prefix")
     @classmethod
     def _check_prefix(cls, value: str) -> str:
-        value = value.strip("/")
-        if not value or ".." in value.split("/"):
-            raise ValueError(f"gcs.prefix {value!r} must be a non-empty relative path")
-        return value
+        parts = value.strip("/").split("/")
+        if not all(parts) or ".." in parts or "." in parts:
+            # An empty segment ("a//b") is dropped by EXPORT DATA's URI but not by our listing.
+            raise ValueError(
+                f"gcs.prefix {value!r} must be a relative path of non-empty segments without "
+                "'.', '..' or '//', e.g. 'bq-tableau' or 'exports/bq-tableau'"
+            )
+        return "/".join(parts)
 
 
 class HyperConfig(_Model):
@@ -147,6 +151,13 @@ class TableauConfig(_Model):
             raise ValueError("tableau.mode='upsert' needs tableau.upsert_keys (key columns)")
         if self.mode != "upsert" and self.upsert_keys:
             raise ValueError("tableau.upsert_keys is only used with tableau.mode='upsert'")
+        if not self.datasource.strip() or self.datasource != self.datasource.strip():
+            # Tableau names an unnamed publish after the file ("extract"); later runs would then
+            # look for a datasource that never appears.
+            raise ValueError(
+                f"tableau.datasource {self.datasource!r} must be a name without leading or "
+                "trailing spaces, e.g. 'ad_performance_daily'"
+            )
         if not [p for p in self.project.split("/") if p.strip()]:
             raise ValueError("tableau.project must name a project, e.g. 'Marketing/Ads'")
         return self
@@ -181,6 +192,16 @@ class PipelineConfig(_Model):
     work_dir: Path | None = Field(
         None, description="Parent of each run's scratch directory; default: the system temp dir."
     )
+
+    @field_validator("work_dir")
+    @classmethod
+    def _check_work_dir(cls, value: Path | None) -> Path | None:
+        if value is not None and value.exists() and not value.is_dir():
+            raise ValueError(
+                f"work_dir {str(value)!r} is a file, not a directory: point it at a directory "
+                "(created if missing) or leave it unset for the system temp dir"
+            )
+        return value
 
     @field_validator("timezone")
     @classmethod

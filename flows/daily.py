@@ -10,7 +10,7 @@ import logging
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -32,7 +32,7 @@ from blocks import AwsWorkloadIdentityCredentials, TableauServer
 from flows.bigquery import ExportManifest, export_view
 from flows.config import PipelineConfig
 from flows.dates import RunDate, check_run_date, default_run_date
-from flows.errors import ConfigError, retry_if_transient
+from flows.errors import ConfigError, PipelineError, is_retryable, retry_if_transient
 from flows.gcs import DownloadedExport, delete_export, download_export
 from flows.hyper import HyperExtract, build_hyper
 from flows.report import RunReport, StageLine, human_bytes, publish_report
@@ -161,7 +161,8 @@ def daily_refresh(
         if config.gcs.delete_after_publish:
             _delete_staging(credentials, manifest)
     except BaseException as exc:
-        report.status, report.error = "failed", f"{type(exc).__name__}: {exc}"
+        notes = "".join(f"\n{note}" for note in getattr(exc, "__notes__", ()))
+        report.status, report.error = "failed", f"{type(exc).__name__}: {exc}{notes}"
         raise
     else:
         report.status = "succeeded"
@@ -219,14 +220,33 @@ def _with_retries(config: PipelineConfig) -> tuple[Task, Task, Task, Task]:
     )
 
 
-def _timed[R](report: RunReport, step: Callable[..., R], *args: Any) -> R:
+def _timed[R](report: RunReport, step: Task[..., R], *args: Any) -> R:
     """Run a step and add its line (rows, size, duration) to the report."""
     started = time.perf_counter()
-    result = step(*args)
+    try:
+        result = step(*args)
+    except Exception as exc:
+        if is_retryable(exc) and step.retries:  # it escaped the task: the retries are spent
+            _say_retries_are_spent(exc, step)
+        raise
     report.stages.append(_describe(result, time.perf_counter() - started))
     if isinstance(result, PublishResult):
         report.datasource_url, report.job_id = result.url, result.job_id
     return result
+
+
+def _say_retries_are_spent(exc: Exception, step: Task[..., Any]) -> None:
+    """Make the final error say that retrying did not help, and what to check next."""
+    verdict = (
+        f"The {step.name} step was retried {step.retries} time(s) (retry.retries) and failed "
+        "each time: the cause persisted. Check that system's status or limits, then rerun the "
+        "date; raise retry.retries or retry.backoff_seconds if outages there last longer."
+    )
+    logger.error(verdict)
+    if isinstance(exc, PipelineError):
+        exc.args = (f"{exc} {verdict}",)  # what the run's state, report and UI show
+    else:
+        exc.add_note(verdict)
 
 
 def _describe(result: object, seconds: float) -> StageLine:

@@ -150,7 +150,7 @@ def _explain(exc: Exception, step: str, server: TableauServer) -> PublishError:
     if isinstance(exc, InternalServerError):
         return PublishError(
             f"Tableau answered HTTP {exc.code} while trying to {step}; this is usually "
-            "transient and the task retries.",
+            "transient (retried up to retry.retries times).",
             retryable=True,
         )
     if isinstance(exc, ServerResponseError) and str(exc.code) == CREATE_NEW_EXISTS:
@@ -174,7 +174,7 @@ def _explain(exc: Exception, step: str, server: TableauServer) -> PublishError:
     if isinstance(exc, requests.ConnectionError | requests.Timeout):
         return PublishError(
             f"Lost the connection to {server.server_url} while trying to {step} "
-            f"({type(exc).__name__}); the task retries.",
+            f"({type(exc).__name__}); transient (retried up to retry.retries times).",
             retryable=True,
         )
     raise exc

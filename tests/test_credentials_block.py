@@ -79,6 +79,15 @@ def _config(credential_config, **changes):
             "must be an AWS provider",
         ),
         ({"audience": "projects/1/pools/p"}, "is not a provider name"),
+        (
+            {"token_url": "http://sts.example.com/v1/token"},
+            r"credential_config\['token_url'\] 'http://sts.example.com/v1/token' must use https",
+        ),
+        (
+            {"service_account_impersonation_url": "http://10.0.0.5/v1/x:generateAccessToken"},
+            r"\['service_account_impersonation_url'\] .* must use https",
+        ),
+        ({"token_url": "ftp://127.0.0.1/token"}, "must use https"),
     ],
 )
 def test_bad_credential_config_names_the_field(credential_config, changes, message):
@@ -86,6 +95,27 @@ def test_bad_credential_config_names_the_field(credential_config, changes, messa
         AwsWorkloadIdentityCredentials(
             credential_config=_config(credential_config, **changes), project=PROJECT
         )
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://sts.googleapis.com/v1/token", "http://127.0.0.1:8080/v1/token", "http://[::1]/t"],
+)
+def test_https_or_loopback_token_urls_are_accepted(credential_config, url):
+    block = AwsWorkloadIdentityCredentials(
+        credential_config=_config(credential_config, token_url=url), project=PROJECT
+    )
+    assert block.credential_config["token_url"] == url
+
+
+def test_save_credentials_refuses_a_plain_http_token_url_and_saves_nothing(
+    tmp_path, credential_config
+):
+    path = tmp_path / "cred-config.json"
+    path.write_text(json.dumps(_config(credential_config, token_url="http://sts.example.com/t")))
+
+    with pytest.raises(ValueError, match="must use https"):
+        save_credentials_block(path, PROJECT, "never-saved")
 
 
 def test_credential_config_may_be_a_json_string(credential_config):

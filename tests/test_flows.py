@@ -200,6 +200,40 @@ def test_retry_decisions_are_logged_with_the_reason(
     ]
 
 
+@pytest.mark.parametrize(
+    ("exc", "expected"),
+    [
+        (ExportError("BigQuery backendError (injected)", retryable=True), ExportError),
+        (ConnectionResetError("connection reset (injected)"), ConnectionResetError),
+    ],
+)
+def test_once_the_retries_are_spent_the_error_says_so(
+    world: LocalStack,
+    config: PipelineConfig,
+    monkeypatch: pytest.MonkeyPatch,
+    exc: Exception,
+    expected: type[Exception],
+) -> None:
+    calls: list[int] = []
+
+    def always_fails(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        raise exc
+
+    monkeypatch.setattr(daily, "export_view", always_fails)
+
+    state = daily.daily_refresh(config=config, run_date=DAY, return_state=True)
+
+    assert len(calls) == config.retry.retries + 1
+    with pytest.raises(expected) as raised:
+        state.result()
+    said = str(raised.value) + "".join(getattr(raised.value, "__notes__", ()))
+    assert "The export step was retried 2 time(s) (retry.retries) and failed each time" in said
+    report = Artifact.get("run-report")
+    assert report is not None and "retried 2 time(s)" in report.data
+    assert world.tableau.datasources == {}
+
+
 def test_a_run_failing_before_its_first_step_leaves_a_report_and_a_history_row(
     world: LocalStack, config: PipelineConfig
 ) -> None:
