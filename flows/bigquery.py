@@ -175,6 +175,7 @@ def export_view(
             retryable=False,
         )
     schema = tuple(_column(field) for field in dry.schema or ())
+    _check_date_column(schema, bq, run_date)
 
     config = bigquery.QueryJobConfig(
         query_parameters=params,
@@ -302,6 +303,23 @@ def _translate(
     else:
         message = f"BigQuery {stage} of {bq.view} failed: {type(exc).__name__}: {detail}"
     return ExportError(message, retryable=is_retryable(exc))
+
+
+def _check_date_column(schema: tuple[tuple[str, str], ...], bq: BigQueryConfig, day: date) -> None:
+    """Refuse a date column that is not a DATE, from the dry run, before anything is exported.
+
+    A TIMESTAMP compared with the DATE parameter matches only midnight (so the day looks empty)
+    and the publish's per-date replace needs a DATE in Tableau.
+    """
+    kind = dict(schema).get(bq.date_column)
+    if kind is not None and kind != "DATE":
+        raise ExportError(
+            f"bigquery.date_column={bq.date_column!r} of {bq.view} is a {kind}, not a DATE, so "
+            f"{day} cannot select one day's rows. Add a DATE column to the view (e.g. "
+            f"`DATE({bq.date_column}, 'Asia/Tokyo') AS day`) and set bigquery.date_column to it. "
+            "Nothing was exported.",
+            retryable=False,
+        )
 
 
 def _column(field: bigquery.SchemaField) -> tuple[str, str]:

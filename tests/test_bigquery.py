@@ -241,6 +241,20 @@ def test_unknown_date_column_names_the_setting(bq_client, ad_datamart, staging_b
     assert not caught.value.retryable
 
 
+@pytest.mark.emulator
+def test_a_timestamp_date_column_is_refused_before_any_export(
+    bq_client, gcs_client, ad_datamart, staging_bucket
+) -> None:
+    bq = BigQueryConfig(view=ad_datamart.view, date_column="updated_at")
+
+    with pytest.raises(
+        ExportError, match=r"date_column='updated_at' .* is a TIMESTAMP, not a DATE"
+    ):
+        export_view(bq_client, bq, GcsConfig(bucket=staging_bucket), DAY, attempt="a1")
+
+    assert _objects(gcs_client, staging_bucket) == []  # nothing was exported
+
+
 def _deny(request: Request) -> Response | None:
     if request.method == "POST" and request.path.endswith("/jobs"):
         return Response.json(
