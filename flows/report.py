@@ -136,16 +136,22 @@ def publish_report(report: RunReport, flow_run_name: str | None, flow_run_id: UU
                 flow_run_id=flow_run_id,
             )
         )
-    add_history_row(
-        history_key(report.datasource),
-        history_row(report, flow_run_name, flow_run_id),
-        description=f"Runs that fed {report.datasource}, newest first",
-        flow_run_id=flow_run_id,
-    )
+        add_history_row(
+            history_key(report.datasource),
+            history_row(report, flow_run_name, flow_run_id),
+            description=f"Runs that fed {report.datasource}, newest first",
+            flow_run_id=flow_run_id,
+            client=client,
+        )
 
 
 def add_history_row(
-    key: str, row: dict[str, Any], *, description: str, flow_run_id: UUID | None = None
+    key: str,
+    row: dict[str, Any],
+    *,
+    description: str,
+    flow_run_id: UUID | None = None,
+    client: SyncPrefectClient | None = None,
 ) -> None:
     """Add `row` to the table artifact `key` without losing rows of runs finishing meanwhile.
 
@@ -154,22 +160,26 @@ def add_history_row(
     (every run's own row is in the version it wrote) and writes again until the newest table
     holds all of them. The run that writes last therefore leaves every row in place.
     """
-    with get_client(sync_client=True) as client:
-        for _ in range(_HISTORY_WRITES):
-            versions = _history_versions(client, key)  # newest (what the UI shows) first
-            rows = _merge([row], *versions)[:HISTORY_ROWS]
-            shown = versions[0] if versions else []
-            if {_row_id(r) for r in rows} <= {_row_id(r) for r in shown}:
-                return
-            client.create_artifact(
-                ArtifactCreate(
-                    type="table",
-                    key=key,
-                    data=json.dumps(rows),
-                    description=description,
-                    flow_run_id=flow_run_id,
-                )
+    if client is None:
+        with get_client(sync_client=True) as own:
+            return add_history_row(
+                key, row, description=description, flow_run_id=flow_run_id, client=own
             )
+    for _ in range(_HISTORY_WRITES):
+        versions = _history_versions(client, key)  # newest (what the UI shows) first
+        rows = _merge([row], *versions)[:HISTORY_ROWS]
+        shown = versions[0] if versions else []
+        if {_row_id(r) for r in rows} <= {_row_id(r) for r in shown}:
+            return
+        client.create_artifact(
+            ArtifactCreate(
+                type="table",
+                key=key,
+                data=json.dumps(rows),
+                description=description,
+                flow_run_id=flow_run_id,
+            )
+        )
 
 
 def _history_versions(client: SyncPrefectClient, key: str) -> list[list[dict[str, Any]]]:
