@@ -11,7 +11,8 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -20,11 +21,7 @@ from zoneinfo import ZoneInfo
 
 from prefect import Flow, flow, task
 from prefect.cache_policies import NO_CACHE
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.client.schemas.objects import FlowRun, State
-from prefect.concurrency.sync import concurrency
-from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.runtime import flow_run
 from prefect.tasks import Task, exponential_backoff
 
@@ -35,6 +32,7 @@ from flows.dates import RunDate, check_run_date, default_run_date
 from flows.errors import ConfigError, PipelineError, is_retryable, retry_if_transient
 from flows.gcs import DownloadedExport, delete_export, download_export
 from flows.hyper import HyperExtract, build_hyper
+from flows.publish_slot import publish_slot
 from flows.report import RunReport, StageLine, human_bytes, publish_report
 from flows.tableau import PublishResult, publish
 
@@ -89,11 +87,28 @@ def build_step(files: DownloadedExport, work_dir: Path, config: PipelineConfig) 
 def publish_step(
     server: TableauServer, extract: HyperExtract, day: date, config: PipelineConfig
 ) -> PublishResult:
-    """Publish the extract; runs sharing one Tableau token take turns (one session per PAT)."""
-    with _publish_lock(server.concurrency_key):
-        return publish(
+    """Publish the extract; runs sharing one personal access token take turns."""
+    with _session_slot(server) as waited:
+        result = publish(
             server, extract, day, config.tableau, date_column=config.bigquery.date_column
         )
+    return replace(result, slot_wait_seconds=waited)
+
+
+@contextmanager
+def _session_slot(server: TableauServer) -> Iterator[float | None]:
+    """The token's publish slot (one session per PAT); connected-app sessions need none."""
+    if server.auth_method == "jwt":
+        yield None
+        return
+    run_id = _current_run_id()
+    with publish_slot(
+        server.concurrency_key,
+        timeout_seconds=_LOCK_WAIT_SECONDS,
+        holder_run=run_id,
+        holder_name=flow_run.name or "",
+    ) as hold:
+        yield hold.waited_seconds
 
 
 def _run_name() -> str:
@@ -271,9 +286,14 @@ def _describe(result: object, seconds: float) -> StageLine:
             )  # fmt: skip
         case PublishResult():
             action = "created" if result.created else result.mode
+            slot = (
+                "connected app: no publish slot"
+                if result.slot_wait_seconds is None
+                else f"waited {result.slot_wait_seconds:.1f} s for the token's publish slot"
+            )
             return StageLine(
                 "publish", seconds, result.rows_sent, "",
-                f"{action} `{result.project_path}/{result.datasource_name}`",
+                f"{action} `{result.project_path}/{result.datasource_name}`; {slot}",
             )  # fmt: skip
     raise TypeError(f"no report line for {type(result).__name__}")
 
@@ -297,25 +317,6 @@ def _scratch_dir(config: PipelineConfig, day: date) -> Iterator[Path]:
         prefix=f"bq-tableau-{day.isoformat()}-", dir=config.work_dir, ignore_cleanup_errors=True
     ) as path:
         yield Path(path)
-
-
-@contextmanager
-def _publish_lock(name: str) -> Iterator[None]:
-    """Hold the one slot of `name`, creating the limit (1) if nobody has yet.
-
-    Prefect skips a limit that does not exist, so without this parallel backfills would sign in
-    with the same token at once and Tableau would reject all but one (401002).
-    """
-    with get_client(sync_client=True) as client:
-        try:
-            client.read_global_concurrency_limit_by_name(name)
-        except ObjectNotFound:
-            with suppress(ObjectAlreadyExists):  # another run created it first
-                client.create_global_concurrency_limit(
-                    GlobalConcurrencyLimitCreate(name=name, limit=1)
-                )
-    with concurrency(name, occupy=1, timeout_seconds=_LOCK_WAIT_SECONDS, strict=True):
-        yield
 
 
 def _delete_staging(credentials: AwsWorkloadIdentityCredentials, manifest: ExportManifest) -> None:

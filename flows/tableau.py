@@ -87,6 +87,7 @@ class PublishResult:
     job_id: str | None  # the async job, when there was one
     rows_sent: int
     url: str | None  # the datasource's page, for the run report
+    slot_wait_seconds: float | None = None  # waited for the token's publish slot; None: no slot
 
 
 def local_type(hyper_type: str) -> str:
