@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Final
 
+import pyarrow as pa
 import requests
 from google.api_core import exceptions as gapi
 from google.cloud import bigquery
@@ -44,6 +46,31 @@ _EXPORT_URI_RE: Final = re.compile(
 )
 _COMPRESSIONS: Final = frozenset({"SNAPPY", "GZIP", "ZSTD", "NONE"})
 _LABEL_VALUE_BAD: Final = re.compile(r"[^a-z0-9_-]")
+# How EXPORT DATA ... FORMAT='PARQUET' writes each type (the REST API's legacy names included).
+_PARQUET_TYPES: Final[dict[str, pa.DataType]] = {
+    "INT64": pa.int64(),
+    "INTEGER": pa.int64(),
+    "FLOAT64": pa.float64(),
+    "FLOAT": pa.float64(),
+    "NUMERIC": pa.decimal128(38, 9),
+    "BIGNUMERIC": pa.decimal256(76, 38),
+    "BOOL": pa.bool_(),
+    "BOOLEAN": pa.bool_(),
+    "STRING": pa.string(),
+    "BYTES": pa.binary(),
+    "DATE": pa.date32(),
+    "DATETIME": pa.timestamp("us"),
+    "TIMESTAMP": pa.timestamp("us", tz="UTC"),
+    "TIME": pa.time64("us"),
+}
+
+
+@dataclass(frozen=True)
+class DryRun:
+    """What the free dry run of the day's SELECT says, before any byte is billed."""
+
+    estimated_bytes: int
+    schema: tuple[tuple[str, str], ...]  # (column, BigQuery type) of the SELECT
 
 
 @dataclass(frozen=True)
@@ -153,8 +180,12 @@ def export_view(
     run_date: date,
     *,
     attempt: str,
+    dry_run: DryRun | None = None,
 ) -> ExportManifest:
     """Export `run_date`'s rows of the view to a GCS prefix unique to `attempt`.
+
+    Args:
+        dry_run: The day's dry run, when the preflight already made it; made here if None.
 
     Raises:
         ConfigError: unsafe names or attempt id.
@@ -163,19 +194,8 @@ def export_view(
     prefix = attempt_prefix(gcs, bq.view, run_date, attempt)
     statement = export_statement(bq.view, bq.date_column, f"{prefix}part-*.parquet", bq.compression)
     params = [bigquery.ScalarQueryParameter("run_date", "DATE", run_date)]
-
-    dry = _dry_run(client, bq, day_select(bq.view, bq.date_column), params)
-    estimate = int(dry.total_bytes_processed or 0)
-    if estimate > bq.max_bytes_billed:
-        raise ExportError(
-            f"Refusing to export {bq.view} for {run_date}: the dry run estimates "
-            f"{estimate:,} bytes, above bigquery.max_bytes_billed={bq.max_bytes_billed:,}. "
-            "Raise bigquery.max_bytes_billed if the day legitimately grew, or partition/cluster "
-            f"the table behind the view on {bq.date_column}.",
-            retryable=False,
-        )
-    schema = tuple(_column(field) for field in dry.schema or ())
-    _check_date_column(schema, bq, run_date)
+    if dry_run is None:
+        dry_run = dry_run_day(client, bq, run_date)
 
     config = bigquery.QueryJobConfig(
         query_parameters=params,
@@ -201,10 +221,10 @@ def export_view(
         job_id=job.job_id,
         rows=_int_or_none((stats or {}).get("rowCount")),
         files=_int_or_none((stats or {}).get("fileCount")),
-        estimated_bytes=estimate,
+        estimated_bytes=dry_run.estimated_bytes,
         bytes_processed=job.total_bytes_processed,
         bytes_billed=job.total_bytes_billed,
-        schema=schema,
+        schema=dry_run.schema,
     )
     logger.info(
         "Exported %s rows in %s files of %s for %s (job %s, %s bytes processed, %s billed)",
@@ -217,6 +237,52 @@ def export_view(
         manifest.bytes_billed,
     )
     return manifest
+
+
+def dry_run_day(client: bigquery.Client, bq: BigQueryConfig, run_date: date) -> DryRun:
+    """Dry-run the day's SELECT: the view, the permissions, the schema and the bytes, for free.
+
+    Raises:
+        ConfigError: unsafe names.
+        ExportError: BigQuery refused the query, the estimate is above
+            `bigquery.max_bytes_billed`, or `bigquery.date_column` is not a DATE.
+    """
+    params = [bigquery.ScalarQueryParameter("run_date", "DATE", run_date)]
+    dry = _dry_run(client, bq, day_select(bq.view, bq.date_column), params)
+    estimate = int(dry.total_bytes_processed or 0)
+    if estimate > bq.max_bytes_billed:
+        raise ExportError(
+            f"Refusing to export {bq.view} for {run_date}: the dry run estimates "
+            f"{estimate:,} bytes, above bigquery.max_bytes_billed={bq.max_bytes_billed:,}. "
+            "Raise bigquery.max_bytes_billed if the day legitimately grew, or partition/cluster "
+            f"the table behind the view on {bq.date_column}.",
+            retryable=False,
+        )
+    schema = tuple(_column(field) for field in dry.schema or ())
+    _check_date_column(schema, bq, run_date)
+    logger.info(
+        "Dry run of %s for %s: %d columns, %s bytes to scan (limit %s)",
+        bq.view, run_date, len(schema), f"{estimate:,}", f"{bq.max_bytes_billed:,}",
+    )  # fmt: skip
+    return DryRun(estimated_bytes=estimate, schema=schema)
+
+
+def parquet_schema(schema: Sequence[tuple[str, str]]) -> pa.Schema:
+    """The Arrow schema BigQuery's Parquet export writes for these (column, BigQuery type)s.
+
+    Lets the preflight foresee the extract's columns, and an export with no file still build
+    an empty extract. Types without a Parquet twin here (GEOGRAPHY, JSON, INTERVAL, RANGE) come
+    out as strings, as BigQuery writes them.
+    """
+    return pa.schema([pa.field(name, _arrow_type(kind)) for name, kind in schema])
+
+
+def _arrow_type(kind: str) -> pa.DataType:
+    if kind.startswith("ARRAY<"):
+        return pa.list_(_arrow_type(kind.removeprefix("ARRAY<").removesuffix(">")))
+    if kind in {"RECORD", "STRUCT"}:
+        return pa.struct([])
+    return _PARQUET_TYPES.get(kind, pa.string())
 
 
 def _dry_run(

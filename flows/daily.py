@@ -1,7 +1,9 @@
 """The daily flow: one day of a BigQuery view into a Tableau datasource, in four steps.
 
-Each step is a task that retries only transient failures (`flows.errors.is_retryable`) and is
-never cached: the files it leaves are local to one container.
+A preflight comes first: it refuses, before BigQuery bills a byte, what would fail later (the
+dry run's bytes and types, the Tableau sign-in, project and published columns). Each step is a
+task that retries only transient failures (`flows.errors.is_retryable`) and is never cached:
+the files it leaves are local to one container.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -26,15 +28,15 @@ from prefect.runtime import flow_run
 from prefect.tasks import Task, exponential_backoff
 
 from blocks import AwsWorkloadIdentityCredentials, TableauServer
-from flows.bigquery import ExportManifest, export_view
+from flows.bigquery import DryRun, ExportManifest, dry_run_day, export_view, parquet_schema
 from flows.config import PipelineConfig
 from flows.dates import RunDate, check_run_date, default_run_date
 from flows.errors import ConfigError, PipelineError, is_retryable, retry_if_transient
 from flows.gcs import DownloadedExport, delete_export, download_export
-from flows.hyper import HyperExtract, build_hyper
+from flows.hyper import HyperExtract, build_hyper, hyper_columns
 from flows.publish_slot import publish_slot
 from flows.report import RunReport, StageLine, human_bytes, publish_report
-from flows.tableau import PublishResult, publish
+from flows.tableau import PublishResult, TargetCheck, check_target, publish
 
 logger = logging.getLogger(__name__)
 
@@ -45,16 +47,52 @@ _LOCK_WAIT_SECONDS: Final[float] = 3 * 3600  # publishes queued behind other dat
 _step = task(cache_policy=NO_CACHE, persist_result=False, retry_condition_fn=retry_if_transient)
 
 
+@dataclass(frozen=True)
+class Preflight:
+    """Both ends checked before BigQuery bills a byte."""
+
+    dry_run: DryRun
+    target: TargetCheck
+
+
+@_step(name="preflight")
+def preflight_step(
+    credentials: AwsWorkloadIdentityCredentials,
+    server: TableauServer,
+    config: PipelineConfig,
+    day: date,
+) -> Preflight:
+    """Refuse now what would fail after the export: the view's dry run (bytes, date column,
+    types) and the Tableau target (sign-in, project, the datasource's published columns)."""
+    client = credentials.get_bigquery_client(
+        project=credentials.project, location=config.bigquery.location
+    )
+    dry_run = dry_run_day(client, config.bigquery, day)
+    columns = hyper_columns(
+        parquet_schema(dry_run.schema), file_format_version=config.hyper.file_format_version
+    )
+    with _session_slot(server):
+        target = check_target(
+            server, config.tableau, columns, date_column=config.bigquery.date_column
+        )
+    return Preflight(dry_run, target)
+
+
 @_step(name="export")
 def export_step(
-    credentials: AwsWorkloadIdentityCredentials, config: PipelineConfig, day: date
+    credentials: AwsWorkloadIdentityCredentials,
+    config: PipelineConfig,
+    day: date,
+    preflight: Preflight,
 ) -> ExportManifest:
     """Export the day's rows of the view to a GCS prefix unique to this attempt."""
     client = credentials.get_bigquery_client(
         project=credentials.project, location=config.bigquery.location
     )
     attempt = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
-    return export_view(client, config.bigquery, config.gcs, day, attempt=attempt)
+    return export_view(
+        client, config.bigquery, config.gcs, day, attempt=attempt, dry_run=preflight.dry_run
+    )
 
 
 @_step(name="download")
@@ -72,7 +110,9 @@ def download_step(
 
 
 @_step(name="build")
-def build_step(files: DownloadedExport, work_dir: Path, config: PipelineConfig) -> HyperExtract:
+def build_step(
+    files: DownloadedExport, export: ExportManifest, work_dir: Path, config: PipelineConfig
+) -> HyperExtract:
     """Load the Parquet files into a Hyper extract with Hyper's own SQL."""
     return build_hyper(
         files.files,
@@ -80,6 +120,7 @@ def build_step(files: DownloadedExport, work_dir: Path, config: PipelineConfig) 
         config.hyper,
         expected_rows=files.rows,
         log_dir=work_dir,
+        empty_schema=parquet_schema(export.schema),  # an empty day without files
     )
 
 
@@ -167,11 +208,12 @@ def daily_refresh(
         )
         credentials = _load_block(AwsWorkloadIdentityCredentials, config.credentials_block)
         tableau = _load_block(TableauServer, config.tableau.server_block)
-        export, download, build, publish_ = _with_retries(config)
+        preflight, export, download, build, publish_ = _with_retries(config)
         with _scratch_dir(config, day) as work_dir:
-            manifest = _timed(report, export, credentials, config, day)
+            checked = _timed(report, preflight, credentials, tableau, config, day)
+            manifest = _timed(report, export, credentials, config, day, checked)
             files = _timed(report, download, credentials, manifest, work_dir, config)
-            extract = _timed(report, build, files, work_dir, config)
+            extract = _timed(report, build, files, manifest, work_dir, config)
             result = _timed(report, publish_, tableau, extract, day, config)
         if config.gcs.delete_after_publish:
             _delete_staging(credentials, manifest)
@@ -213,8 +255,8 @@ def resolve_run_date(run_date: date | None, config: PipelineConfig) -> date:
     return check_run_date(run_date, today=today, earliest=config.earliest_date)
 
 
-def _with_retries(config: PipelineConfig) -> tuple[Task, Task, Task, Task]:
-    """The four steps with the configured retry policy and timeouts."""
+def _with_retries(config: PipelineConfig) -> tuple[Task, Task, Task, Task, Task]:
+    """The preflight and the four steps with the configured retry policy and timeouts."""
     retry = config.retry
     options = {
         "retries": retry.retries,
@@ -224,6 +266,7 @@ def _with_retries(config: PipelineConfig) -> tuple[Task, Task, Task, Task]:
         "retry_jitter_factor": 0.5 if retry.backoff_seconds else None,
     }
     return (
+        preflight_step.with_options(timeout_seconds=_LOCK_WAIT_SECONDS + 600, **options),
         export_step.with_options(
             timeout_seconds=config.bigquery.job_timeout_seconds + 300, **options
         ),
@@ -266,6 +309,15 @@ def _say_retries_are_spent(exc: Exception, step: Task[..., Any]) -> None:
 
 def _describe(result: object, seconds: float) -> StageLine:
     match result:
+        case Preflight():
+            target = result.target
+            return StageLine(
+                "preflight", seconds, None,
+                f"{human_bytes(result.dry_run.estimated_bytes)} to scan",
+                f"dry run: {len(result.dry_run.schema)} columns; Tableau REST "
+                f"{target.rest_version} as {target.signed_in_as}: "
+                f"`{target.project_path}/{target.datasource_name}` {target.verdict}",
+            )  # fmt: skip
         case ExportManifest():
             return StageLine(
                 "export",

@@ -285,6 +285,8 @@ def _create_and_load(
     definition = ", ".join(f"{escape_name(name)} {sql_type}" for name, sql_type in columns)
     connection.execute_command(f"CREATE TABLE {table} ({definition})")
     names = ", ".join(escape_name(name) for name, _ in columns)
+    if not files:  # an empty day: the table alone
+        return 0
     # One external() over an ARRAY of absolute paths: local globs are not expanded by Hyper.
     sources = ", ".join(escape_string_literal(str(path.resolve())) for path in files)
     connection.execute_command(
@@ -301,15 +303,20 @@ def build_hyper(
     *,
     expected_rows: int | None,
     log_dir: Path,
+    empty_schema: pa.Schema | None = None,
 ) -> HyperExtract:
     """Load the Parquet files into a new .hyper at `out_path` with Hyper's own SQL.
 
     Args:
-        files: The downloaded Parquet files of one export; they must share one schema.
+        files: The downloaded Parquet files of one export; they must share one schema. None
+            (an empty day for which the export wrote no file) builds an empty extract with
+            the columns of `empty_schema`.
         out_path: Where the extract goes; replaced atomically only after a verified build.
         config: File format version and telemetry.
         expected_rows: The export manifest's row count; None to trust the Parquet footers.
         log_dir: Directory for hyperd.log (created if missing), e.g. the run's work dir.
+        empty_schema: The view's columns as the export would write them
+            (`flows.bigquery.parquet_schema`), for a day without files.
 
     Returns:
         The built extract with its row count and (name, Hyper SQL type) columns.
@@ -320,7 +327,10 @@ def build_hyper(
     """
     started = time.monotonic()
     files = [Path(f) for f in files]
-    schema, footer_rows = _read_footers(files)
+    if not files and empty_schema is not None:
+        schema, footer_rows = empty_schema, 0
+    else:
+        schema, footer_rows = _read_footers(files)
     columns = hyper_columns(schema, file_format_version=config.file_format_version)
     if expected_rows is not None and expected_rows != footer_rows:
         raise BuildError(

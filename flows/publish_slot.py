@@ -15,6 +15,10 @@ a Fargate Spot interruption) blocked every publish for five minutes. Here:
 - a holder that never wrote a heartbeat is freed by the server when its lease runs out;
 - while it waits, a run logs every `WAIT_LOG_SECONDS` the slot, its holder and since when.
 
+Every call here retries a busy answer (503, 429) after 50 ms, growing, instead of Prefect
+client's 2 s: a SQLite-backed server answers 503 whenever two writes race, which clears in
+milliseconds, and a publish makes several such writes.
+
 Releasing someone else's lease is safe: a lease id names one acquisition, so a stale id only
 gets a 404. A live holder cut off from Prefect for longer than the stale window may lose the
 slot; the next sign-in then ends its Tableau session (401002, retried) and Tableau's atomic
@@ -25,9 +29,10 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -58,6 +63,8 @@ POLL_SECONDS: Final[float] = 2
 """The longest a waiter sleeps between attempts (Prefect's Retry-After can say up to 30 s)."""
 WAIT_LOG_SECONDS: Final[float] = 30
 """A waiting run says so this often."""
+_BUSY: Final[frozenset[int]] = frozenset({429, 502, 503})
+_BUSY_RETRY_DELAYS: Final[tuple[float, ...]] = (0.05, 0.1, 0.2, 0.4, 0.8)
 
 
 @dataclass(frozen=True)
@@ -94,7 +101,7 @@ def publish_slot(
     """
     holder = ConcurrencyLeaseHolder(type="flow_run", id=holder_run) if holder_run else None
     record = {"flow_run_id": str(holder_run or ""), "flow_run_name": holder_name}
-    with get_client(sync_client=True) as client:
+    with _slot_client() as client:
         started = time.perf_counter()
         lease_id, waited = _acquire(client, name, timeout_seconds, holder)
         record |= {"lease_id": str(lease_id), "since": _utc_now(), "beat": 0}
@@ -129,9 +136,12 @@ def _acquire(
     while True:
         try:
             response = client.increment_concurrency_slots_with_lease(
-                names=[name], slots=1, mode="concurrency", lease_duration=LEASE_SECONDS,
+                names=[name],
+                slots=1,
+                mode="concurrency",
+                lease_duration=LEASE_SECONDS,
                 holder=holder,
-            )  # fmt: skip
+            )
         except httpx.HTTPStatusError as exc:
             if exc.response.status_code != 423:  # 423 Locked: someone holds the slot
                 raise
@@ -204,7 +214,7 @@ def _free_if_holder_gone(
 
 def _keep_alive(name: str, lease_id: UUID, record: dict[str, Any], stop: threading.Event) -> None:
     """Renew the lease and move the heartbeat until `stop`; a failed beat only warns."""
-    with get_client(sync_client=True) as client:
+    with _slot_client() as client:
         while not stop.wait(HEARTBEAT_SECONDS):
             try:
                 client.renew_concurrency_lease(lease_id=lease_id, lease_duration=LEASE_SECONDS)
@@ -230,8 +240,48 @@ def _release(client: SyncPrefectClient, lease_id: UUID, name: str) -> None:
 
 def _create_limit(client: SyncPrefectClient, name: str) -> None:
     with suppress(ObjectAlreadyExists):  # another run created it first
-        client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+        client.create_global_concurrency_limit(
+            GlobalConcurrencyLimitCreate(name=name, limit=1),
+        )
         logger.info("Created the publish slot %s (a Prefect global concurrency limit of 1)", name)
+
+
+def _slot_client() -> SyncPrefectClient:
+    """A Prefect client whose requests retry a busy answer (429/502/503) after 50 ms, growing.
+
+    Prefect's client waits 2 s before its first retry, and a SQLite-backed Prefect server
+    answers 503 whenever two writes race, which clears in milliseconds: a publish makes several
+    such writes, so that wait was most of its overhead. The fast retries sit in the transport,
+    under the client's own: if they run out, the client's slower retries still apply. Like
+    Prefect itself (which sets its pool's retries there), this reaches into httpx's transport
+    for the API URL; if httpx's internals change it quietly does nothing.
+    """
+    # Own httpx settings: a client of its own, not the run's shared one (whose transport this
+    # would change for every Prefect call). trust_env=True is httpx's default.
+    client = get_client(httpx_settings={"trust_env": True}, sync_client=True)
+    http = client._client  # the httpx client Prefect built, proxies included
+    transport_for_url = getattr(http, "_transport_for_url", None)
+    if callable(transport_for_url):
+        transport = transport_for_url(client.api_url)
+        if isinstance(transport, httpx.BaseTransport):
+            transport.handle_request = _retrying_busy(transport.handle_request)  # type: ignore[method-assign]
+    return client
+
+
+def _retrying_busy(
+    send: Callable[[httpx.Request], httpx.Response],
+) -> Callable[[httpx.Request], httpx.Response]:
+    def handle_request(request: httpx.Request) -> httpx.Response:
+        response = send(request)
+        for delay in _BUSY_RETRY_DELAYS:
+            if response.status_code not in _BUSY:
+                break
+            response.close()
+            time.sleep(delay * random.uniform(0.5, 1.5))  # noqa: S311 - jitter, not crypto
+            response = send(request)
+        return response
+
+    return handle_request
 
 
 def _heartbeat_name(name: str) -> str:
@@ -239,13 +289,21 @@ def _heartbeat_name(name: str) -> str:
 
 
 def _write_heartbeat(client: SyncPrefectClient, name: str, record: dict[str, Any]) -> None:
+    """Create the heartbeat on the first beat (it is normally gone), update it on later ones."""
+    variable = _heartbeat_name(name)
+    if record["beat"] == 0:
+        try:
+            client.create_variable(VariableCreate(name=variable, value=record))
+            return
+        except ObjectAlreadyExists:
+            pass  # a dead holder's: ours replaces it
     try:
-        client.update_variable(VariableUpdate(name=_heartbeat_name(name), value=record))
+        client.update_variable(VariableUpdate(name=variable, value=record))
     except httpx.HTTPStatusError as exc:
         if exc.response.status_code != 404:
             raise
-        with suppress(ObjectAlreadyExists):
-            client.create_variable(VariableCreate(name=_heartbeat_name(name), value=record))
+        with suppress(ObjectAlreadyExists):  # deleted meanwhile by a waiter that freed the slot
+            client.create_variable(VariableCreate(name=variable, value=record))
 
 
 def _read_heartbeat(client: SyncPrefectClient, name: str) -> dict[str, Any] | None:

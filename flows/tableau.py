@@ -96,13 +96,17 @@ def local_type(hyper_type: str) -> str:
 
 
 def schema_drift(
-    published: Sequence[tuple[str, str]], extract: Sequence[tuple[str, str]]
+    published: Sequence[tuple[str, str]],
+    extract: Sequence[tuple[str, str]],
+    *,
+    side: str = "extract",
 ) -> list[str]:
     """Column-by-column differences between the published datasource and the extract.
 
     Args:
         published: (name, Tableau logical type) from the datasource's .tds.
-        extract: (name, Hyper SQL type) of the extract.
+        extract: (name, Hyper SQL type) of the extract, or of the extract-to-be.
+        side: What `extract` describes, for the lines: "extract" or "view".
 
     Returns:
         One line per added, removed or retyped column; empty when they match.
@@ -111,10 +115,10 @@ def schema_drift(
     new = {name: (sql, local_type(sql)) for name, sql in extract}
     lines = [f"  + {n}: {sql} (new column)" for n, (sql, _) in new.items() if n not in old]
     lines += [
-        f"  - {n}: {kind} (missing from the extract)" for n, kind in old.items() if n not in new
+        f"  - {n}: {kind} (missing from the {side})" for n, kind in old.items() if n not in new
     ]
     lines += [
-        f"  ~ {n}: published {old[n]}, extract {sql} ({kind})"
+        f"  ~ {n}: published {old[n]}, {side} {sql} ({kind})"
         for n, (sql, kind) in new.items()
         if n in old and old[n] != kind
     ]
@@ -298,24 +302,32 @@ def _publish_file(
 
 
 def _check_drift(
-    srv: tsc.Server, ds: tsc.DatasourceItem, extract: HyperExtract, server: TableauServer
-) -> None:
+    srv: tsc.Server,
+    ds: tsc.DatasourceItem,
+    columns: Sequence[tuple[str, str]],
+    server: TableauServer,
+    *,
+    side: str = "extract",
+) -> int:
+    """Refuse columns that differ from the datasource's; return how many were compared."""
     with _step(f"download datasource {ds.name!r} without its extract", server):
         content = srv.datasources.download(ds.id, io.BytesIO(), include_extract=False).getvalue()
     published = parse_tds_columns(content)
     if not published:
         logger.warning("Datasource %r has no column metadata; schema drift not checked", ds.name)
-        return
-    lines = schema_drift(published, extract.columns)
+        return 0
+    lines = schema_drift(published, columns, side=side)
     if lines:
+        before = "nothing was exported or changed" if side == "view" else "nothing was changed"
         raise SchemaDriftError(
-            f"The extract's columns differ from Tableau datasource {ds.name!r}; nothing was "
-            "changed:\n" + "\n".join(lines) + "\nEither fix the view so its columns match again, "
-            "or rebuild the datasource by running once with tableau.mode=overwrite (this "
-            "replaces ALL its rows with the extract: use a full-history extract or backfill "
-            "afterwards).",
+            f"The {side}'s columns differ from Tableau datasource {ds.name!r}; {before}:\n"
+            + "\n".join(lines)
+            + "\nEither fix the view so its columns match again, or rebuild the datasource by "
+            "running once with tableau.mode=overwrite (this replaces ALL its rows with the "
+            "extract: use a full-history extract or backfill afterwards).",
             retryable=False,
         )
+    return len(published)
 
 
 def _target(action: str, source_table: str) -> dict[str, str]:
@@ -345,16 +357,85 @@ def upsert_actions(keys: Sequence[str]) -> list[dict[str, object]]:
     return [upsert]
 
 
-def _check_columns(extract: HyperExtract, config: TableauConfig, date_column: str) -> None:
-    types = dict(extract.columns)
+def _check_columns(
+    columns: Sequence[tuple[str, str]], config: TableauConfig, date_column: str, side: str
+) -> None:
+    types = dict(columns)
     if config.mode == "replace_date" and types.get(date_column, "").upper() != "DATE":
         raise ConfigError(
-            f"tableau.mode=replace_date needs a DATE column {date_column!r} in the extract "
+            f"tableau.mode=replace_date needs a DATE column {date_column!r} in the {side} "
             f"(found {types.get(date_column, 'no such column')}); set bigquery.date_column."
         )
     missing = [k for k in config.upsert_keys if k not in types]
     if missing:
-        raise ConfigError(f"tableau.upsert_keys {missing} are not columns of the extract")
+        raise ConfigError(
+            f"tableau.upsert_keys {missing} are not columns of the {side}; fix tableau.upsert_keys."
+        )
+
+
+@dataclass(frozen=True)
+class TargetCheck:
+    """What the preflight found on the Tableau side, before BigQuery spends anything."""
+
+    signed_in_as: str
+    rest_version: str
+    project_path: str
+    datasource_name: str
+    datasource_id: str | None  # None: the first publish will create the datasource
+    columns_compared: int  # published columns compared with the view's; 0 when not compared
+
+    @property
+    def verdict(self) -> str:
+        """One line for logs and the run report."""
+        if self.datasource_id is None:
+            return "does not exist yet; the first publish creates it"
+        if self.columns_compared:
+            return f"exists; its {self.columns_compared} published columns match the view's"
+        return "exists; columns not compared (overwrite mode, or no column metadata)"
+
+
+def check_target(
+    server: TableauServer,
+    config: TableauConfig,
+    columns: Sequence[tuple[str, str]],
+    *,
+    date_column: str,
+) -> TargetCheck:
+    """Preflight: sign in, resolve (or create) the project, and compare the datasource's
+    published columns with the extract-to-be, so that Tableau problems fail before the export.
+
+    Args:
+        server: The Tableau block (signed in to and out again).
+        config: Project, datasource, mode, upsert keys.
+        columns: (name, Hyper SQL type) the extract will have, from the view's dry-run schema.
+        date_column: The DATE column that replace_date deletes by.
+
+    Raises:
+        ConfigError: The view lacks the date column or the upsert keys.
+        SchemaDriftError: The view's columns differ from the datasource's (not in overwrite).
+        PublishError: The sign-in, the project or the REST version is refused.
+    """
+    _check_columns(columns, config, date_column, "view")
+    with server.sign_in() as srv:
+        project = _resolve_project(srv, config, server)
+        ds = _find_datasource(srv, project, config.datasource, server)
+        compared = 0
+        if ds is not None:
+            _check_update_api(srv, config, server)
+            if config.mode != "overwrite":  # overwrite is the way out of drift
+                compared = _check_drift(srv, ds, columns, server, side="view")
+        check = TargetCheck(
+            signed_in_as=server.signs_in_as,
+            rest_version=str(srv.version),
+            project_path=config.project,
+            datasource_name=config.datasource,
+            datasource_id=ds.id if ds is not None else None,
+            columns_compared=compared,
+        )
+    logger.info(
+        "Preflight: Tableau datasource %s/%s %s", config.project, config.datasource, check.verdict
+    )
+    return check
 
 
 def publish(
@@ -384,7 +465,7 @@ def publish(
         SchemaDriftError: The extract's columns differ from the datasource's; nothing changed.
         PublishError: Tableau refused or failed; `retryable` tells whether a rerun can help.
     """
-    _check_columns(extract, config, date_column)
+    _check_columns(extract.columns, config, date_column, "extract")
     if config.mode == "append":
         logger.warning(
             "tableau.mode=append adds the day's rows again on every rerun or backfill of %s; "
@@ -405,7 +486,7 @@ def publish(
                 srv, project, config.datasource, extract.path, "Overwrite", **publish_kw
             )
         else:
-            _check_drift(srv, ds, extract, server)
+            _check_drift(srv, ds, extract.columns, server)
             if config.mode == "append":
                 ds, job_id = _publish_file(
                     srv, project, config.datasource, extract.path, "Append", **publish_kw
@@ -435,6 +516,17 @@ def publish(
     return result
 
 
+def _check_update_api(srv: tsc.Server, config: TableauConfig, server: TableauServer) -> None:
+    if config.mode in {"replace_date", "upsert"} and not srv.check_at_least_version(
+        UPDATE_API_VERSION
+    ):
+        raise PublishError(
+            f"tableau.mode={config.mode} needs REST API {UPDATE_API_VERSION}+ (Tableau Server "
+            f"2021.3+ or Cloud); {server.server_url} speaks {srv.version}. Use mode=overwrite.",
+            retryable=False,
+        )
+
+
 def _update(
     srv: tsc.Server,
     ds: tsc.DatasourceItem,
@@ -444,12 +536,7 @@ def _update(
     server: TableauServer,
     date_column: str,
 ) -> str:
-    if not srv.check_at_least_version(UPDATE_API_VERSION):
-        raise PublishError(
-            f"tableau.mode={config.mode} needs REST API {UPDATE_API_VERSION}+ (Tableau Server "
-            f"2021.3+ or Cloud); {server.server_url} speaks {srv.version}. Use mode=overwrite.",
-            retryable=False,
-        )
+    _check_update_api(srv, config, server)
     with tempfile.TemporaryDirectory(dir=extract.path.parent, prefix=".payload-") as work:
         if config.mode == "replace_date":
             payload, stray = write_date_payload(
@@ -463,6 +550,8 @@ def _update(
                     retryable=False,
                 )
             actions = replace_date_actions(date_column)
+            if extract.rows == 0:  # an empty day (gcs.empty_day=allow): only remove the date
+                actions = actions[:1]
         else:
             payload, actions = extract.path, upsert_actions(config.upsert_keys)
         # A fresh request id per attempt: Tableau runs a request id only once, so reusing it

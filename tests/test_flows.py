@@ -36,7 +36,7 @@ from flows.errors import ConfigError, ExportError, PipelineError, PublishError
 from standins.aws import MotoAws
 from standins.demo import run_logs
 from standins.emulators import BigQueryEmulator, GcsEmulator
-from standins.stack import DATASOURCE, LocalStack, local_stack
+from standins.stack import BUCKET, DATASOURCE, LocalStack, local_stack
 
 pytestmark = [pytest.mark.emulator, pytest.mark.hyper, pytest.mark.prefect]
 
@@ -127,6 +127,9 @@ def test_daily_run_publishes_exactly_the_days_rows_and_leaves_a_report(
     report = Artifact.get("run-report")
     assert report is not None and DAY.isoformat() in report.data
     assert f"{expected[DAY]:,}" in report.data and "succeeded" in report.data
+    preflight = next(line for line in report.data.splitlines() if line.startswith("| preflight"))
+    assert "does not exist yet; the first publish creates it" in preflight
+    assert "waited 0.0 s for the token's publish slot" in report.data
 
 
 def test_the_runs_logs_in_prefect_say_what_each_step_did_and_hold_no_secret(
@@ -395,12 +398,153 @@ def test_publish_failures_retry_or_fail_then_a_rerun_is_exact(
     assert report is not None and "succeeded" in report.data
 
 
+def test_a_connected_app_publishes_without_the_tokens_slot(
+    world: LocalStack, config: PipelineConfig
+) -> None:
+    from blocks import TableauServer
+
+    ((client_id, (secret_id, secret_value)),) = world.tableau.apps.items()
+    app = TableauServer(
+        server_url=world.tableau.url,
+        site=world.tableau.site_content_url,
+        client_id=client_id,
+        secret_id=secret_id,
+        secret_value=secret_value,
+        username=next(iter(world.tableau.users)),
+    )
+    app.save("tableau-connected-app", overwrite=True)
+    config = config.model_copy(
+        update={"tableau": config.tableau.model_copy(
+            update={"server_block": "tableau-connected-app"}
+        )}
+    )  # fmt: skip
+
+    daily.daily_refresh(config=config, run_date=DAY)
+
+    assert world.tableau.rows_by_date(DATASOURCE) == {DAY: bq_rows_by_date(world)[DAY]}
+    report = Artifact.get("run-report")
+    assert report is not None and "connected app: no publish slot" in report.data
+    with get_client(sync_client=True) as client:
+        names = {limit.name for limit in client.read_global_concurrency_limits(limit=200)}
+    assert app.concurrency_key not in names
+
+
+# -- refused before BigQuery spends: the preflight ------------------------------------------
+
+
+def _changed_view(stack: LocalStack) -> str:
+    """The mart's view with one more column: a view that changed shape upstream."""
+    changed = f"{stack.view}_v2"
+    stack.bigquery_client().query(
+        f"CREATE OR REPLACE VIEW `{changed}` AS SELECT *, 1 AS extra_clicks FROM `{stack.view}`"
+    ).result()
+    return changed
+
+
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [
+        ("wrong-token", "Tableau rejected the sign-in of personal access token"),
+        ("missing-project", "Tableau project 'Elsewhere' not found on site"),
+        ("view-changed-shape", "+ extra_clicks: BIGINT (new column)"),
+        ("timestamp-date-column", "is a TIMESTAMP, not a DATE"),
+        ("key-not-in-view", "tableau.upsert_keys ['no_such_key'] are not columns of the view"),
+    ],
+)
+def test_the_preflight_refuses_before_bigquery_spends_and_changes_nothing(
+    world: LocalStack,
+    config: PipelineConfig,
+    monkeypatch: pytest.MonkeyPatch,
+    fault: str,
+    message: str,
+) -> None:
+    daily.daily_refresh(config=config, run_date=SEEDED[1])  # the datasource exists
+    world.clear_staging()
+    exports = fail_once(monkeypatch, "export_view", AssertionError("no export may run"))
+    if fault == "wrong-token":
+        world.tableau.fail_signin()
+    elif fault == "missing-project":
+        config = config.model_copy(
+            update={"tableau": config.tableau.model_copy(
+                update={"project": "Elsewhere", "create_project": False}
+            )}
+        )  # fmt: skip
+    elif fault == "view-changed-shape":
+        config = config.model_copy(
+            update={"bigquery": config.bigquery.model_copy(update={"view": _changed_view(world)})}
+        )
+    elif fault == "timestamp-date-column":
+        config = config.model_copy(
+            update={"bigquery": config.bigquery.model_copy(update={"date_column": "updated_at"})}
+        )
+    else:
+        config = config.model_copy(
+            update={"tableau": config.tableau.model_copy(
+                update={"mode": "upsert", "upsert_keys": ("no_such_key",)}
+            )}
+        )  # fmt: skip
+    rows_before = world.tableau.rows(DATASOURCE, order_by="1, 2, 3, 4")
+    projects_before = dict(world.tableau.projects)
+
+    state = daily.daily_refresh(config=config, run_date=DAY, return_state=True)
+
+    assert state.is_failed()
+    with pytest.raises(PipelineError) as raised:
+        state.result()
+    assert message in str(raised.value)
+    assert exports == []  # no export job: no byte billed
+    assert world.staged_objects() == []
+    assert world.tableau.rows(DATASOURCE, order_by="1, 2, 3, 4") == rows_before
+    assert world.tableau.projects == projects_before
+    report = Artifact.get("run-report")
+    assert report is not None and message in report.data
+
+
 def test_empty_day_fails_with_the_reason(world: LocalStack, config: PipelineConfig) -> None:
     with pytest.raises(PipelineError, match="no rows"):
         daily.daily_refresh(config=config, run_date=GAP)
     assert world.tableau.datasources == {}
     report = Artifact.get("run-report")
     assert report is not None and "failed" in report.data and "no rows" in report.data
+
+
+@pytest.mark.parametrize("export_writes", ["a 0-row file", "no file"])
+def test_an_allowed_empty_day_removes_that_dates_rows(
+    world: LocalStack, config: PipelineConfig, monkeypatch: pytest.MonkeyPatch, export_writes: str
+) -> None:
+    expected = bq_rows_by_date(world)
+    for day in (SEEDED[1], DAY):
+        daily.daily_refresh(config=config, run_date=day)
+    # Upstream then removed all of DAY (invalid traffic): the mart has no rows for it any more.
+    restated = f"{world.view}_restated"
+    world.bigquery_client().query(
+        f"CREATE OR REPLACE VIEW `{restated}` AS SELECT * FROM `{world.view}` "
+        f"WHERE date != DATE '{DAY.isoformat()}'"
+    ).result()
+    allow = config.model_copy(
+        update={
+            "bigquery": config.bigquery.model_copy(update={"view": restated}),
+            "gcs": config.gcs.model_copy(update={"empty_day": "allow"}),
+        }
+    )
+    if export_writes == "no file":  # what BigQuery may do for an empty result
+        real = daily.export_view
+
+        def export_without_files(*args: Any, **kwargs: Any) -> Any:
+            manifest = real(*args, **kwargs)
+            for blob in world.gcs.client(world.project).list_blobs(
+                BUCKET, prefix=manifest.uri_prefix.split("/", 3)[3]
+            ):
+                blob.delete()
+            return manifest
+
+        monkeypatch.setattr(daily, "export_view", export_without_files)
+
+    result = daily.daily_refresh(config=allow, run_date=DAY)
+
+    assert result["rows"] == 0
+    assert world.tableau.rows_by_date(DATASOURCE) == {SEEDED[1]: expected[SEEDED[1]]}
+    assert [action["action"] for action in world.tableau.update_batches[-1]] == ["delete"]
 
 
 # -- backfill through run_deployment on a local process work pool ------------------------------

@@ -10,10 +10,11 @@ import pyarrow.parquet as pq
 import pytest
 from prefect import flow, task
 
-from flows.bigquery import ExportManifest, export_view
+from flows.bigquery import ExportManifest, export_view, parquet_schema
 from flows.config import BigQueryConfig, GcsConfig
 from flows.errors import DownloadError, retry_if_transient
 from flows.gcs import delete_export, download_export, split_gs_uri
+from flows.hyper import hyper_columns
 from tests.plugins.emulators import EMPTY_DATE, MART_ROWS_PER_DAY
 
 pytestmark = pytest.mark.emulator
@@ -55,6 +56,22 @@ def test_download_holds_exactly_the_days_rows(
     assert ("cost", "decimal128(38, 9)") in result.schema
     assert any(r["campaign_name"] == "春の新生活セール" for r in got)
     assert any(r["ctr"] is None for r in got) and any(r["conversions"] is None for r in got)
+
+
+def test_the_dry_run_schema_foresees_the_files_columns(
+    bq_client, gcs_client, ad_datamart, staging_bucket, tmp_path
+) -> None:
+    # The preflight compares Tableau's columns with these before anything is exported, and an
+    # empty day without files builds from them: they must be what the export really writes.
+    manifest = _export(bq_client, ad_datamart, staging_bucket)
+    result = download_export(gcs_client, manifest, tmp_path, GcsConfig(bucket=staging_bucket))
+
+    written = pq.read_schema(result.files[0])
+    foreseen = parquet_schema(manifest.schema)
+    for version in (3, 4):
+        assert hyper_columns(foreseen, file_format_version=version) == hyper_columns(
+            written, file_format_version=version
+        )
 
 
 def test_second_attempt_never_reads_the_first_attempts_files(

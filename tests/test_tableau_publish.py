@@ -19,6 +19,7 @@ from flows.errors import ConfigError, PublishError, SchemaDriftError
 from flows.hyper import HyperExtract, build_hyper
 from flows.tableau import (
     RUN_DATE_TABLE,
+    check_target,
     parse_tds_columns,
     publish,
     replace_date_actions,
@@ -183,6 +184,55 @@ def test_overwrite_is_the_way_out_of_drift(tableau_fake, tableau_block, make_ext
     publish(tableau_block, make_extract(D3, 1, extra=True), D3, _config(), date_column="date")
 
     assert tableau_fake.rows_by_date("ads") == {D2: 2, D3: 1}
+
+
+# -- the preflight: check_target, before the export ------------------------------------------
+
+
+def test_preflight_passes_a_view_whose_columns_match_and_changes_nothing(
+    tableau_fake, tableau_block, make_extract
+):
+    extract = make_extract(D1, 3)
+    first = check_target(tableau_block, _config(), extract.columns, date_column="date")
+    assert first.datasource_id is None and "first publish creates it" in first.verdict
+    publish(tableau_block, extract, D1, _config(), date_column="date")
+    before = _digest(tableau_fake.stored_file("ads"))
+
+    check = check_target(tableau_block, _config(), extract.columns, date_column="date")
+
+    assert check.datasource_id == tableau_fake.datasource("ads").id
+    assert check.columns_compared == len(extract.columns)
+    assert f"its {len(extract.columns)} published columns match" in check.verdict
+    assert check.rest_version.startswith("3.")
+    assert _digest(tableau_fake.stored_file("ads")) == before
+    assert tableau_fake.update_batches == [] and tableau_fake.active_sessions == 0
+
+
+def test_preflight_refuses_a_view_that_changed_shape(tableau_fake, tableau_block, make_extract):
+    publish(tableau_block, make_extract(D1, 3), D1, _config(), date_column="date")
+    changed = [*make_extract(D2, 1).columns, ("device", "TEXT")]
+
+    with pytest.raises(SchemaDriftError) as info:
+        check_target(tableau_block, _config(), changed, date_column="date")
+
+    assert "The view's columns differ from Tableau datasource 'ads'; nothing was exported" in str(
+        info.value
+    )
+    assert "+ device: TEXT (new column)" in str(info.value)
+    # overwrite replaces the datasource: nothing to compare, nothing refused
+    check = check_target(tableau_block, _config(mode="overwrite"), changed, date_column="date")
+    assert check.columns_compared == 0 and "columns not compared" in check.verdict
+
+
+def test_preflight_refuses_an_update_mode_on_an_old_server(
+    tableau_fake, tableau_block, make_extract, monkeypatch
+):
+    extract = make_extract(D1, 3)
+    publish(tableau_block, extract, D1, _config(), date_column="date")
+    monkeypatch.setattr(tableau_fake, "rest_version", "3.12")  # Tableau Server 2021.2
+
+    with pytest.raises(PublishError, match=r"needs REST API 3\.13\+ .* speaks 3\.12"):
+        check_target(tableau_block, _config(), extract.columns, date_column="date")
 
 
 def test_schema_drift_lists_every_column():
