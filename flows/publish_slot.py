@@ -105,12 +105,11 @@ def publish_slot(
         started = time.perf_counter()
         lease_id, waited = _acquire(client, name, timeout_seconds, holder)
         record |= {"lease_id": str(lease_id), "since": _utc_now(), "beat": 0}
-        _write_heartbeat(client, name, record)
         taken = time.perf_counter() - started - waited
         stop = threading.Event()
         beating = threading.Thread(  # in this context: Prefect's settings live in contextvars
             target=contextvars.copy_context().run,
-            args=(_keep_alive, name, lease_id, record, stop),
+            args=(_keep_alive, client, name, lease_id, record, stop),
             daemon=True,
         )
         beating.start()
@@ -212,20 +211,33 @@ def _free_if_holder_gone(
     return True
 
 
-def _keep_alive(name: str, lease_id: UUID, record: dict[str, Any], stop: threading.Event) -> None:
-    """Renew the lease and move the heartbeat until `stop`; a failed beat only warns."""
-    with _slot_client() as client:
-        while not stop.wait(HEARTBEAT_SECONDS):
-            try:
-                client.renew_concurrency_lease(lease_id=lease_id, lease_duration=LEASE_SECONDS)
-                record["beat"] += 1
-                _write_heartbeat(client, name, record)
-            except Exception as exc:
-                logger.warning(
-                    "Could not renew publish slot %s (%s); if this lasts %.0f s another run "
-                    "may take the slot and end this run's Tableau session",
-                    name, exc, STALE_AFTER_SECONDS,
-                )  # fmt: skip
+def _keep_alive(
+    client: SyncPrefectClient,
+    name: str,
+    lease_id: UUID,
+    record: dict[str, Any],
+    stop: threading.Event,
+) -> None:
+    """Write the heartbeat, then renew the lease and move the heartbeat until `stop`.
+
+    Runs beside the publish (httpx clients are thread-safe), so the first write costs the
+    publish nothing; a failed beat only warns.
+    """
+    try:
+        _write_heartbeat(client, name, record)
+    except Exception as exc:
+        logger.warning("Could not write publish slot %s's heartbeat (%s)", name, exc)
+    while not stop.wait(HEARTBEAT_SECONDS):
+        try:
+            client.renew_concurrency_lease(lease_id=lease_id, lease_duration=LEASE_SECONDS)
+            record["beat"] += 1
+            _write_heartbeat(client, name, record)
+        except Exception as exc:
+            logger.warning(
+                "Could not renew publish slot %s (%s); if this lasts %.0f s another run "
+                "may take the slot and end this run's Tableau session",
+                name, exc, STALE_AFTER_SECONDS,
+            )  # fmt: skip
 
 
 def _release(client: SyncPrefectClient, lease_id: UUID, name: str) -> None:

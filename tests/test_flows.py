@@ -442,6 +442,36 @@ def _changed_view(stack: LocalStack) -> str:
 
 
 @pytest.mark.parametrize(
+    ("hole", "message"),
+    [
+        ({"tableau": {"datasource": ""}}, "tableau.datasource '' must be a name"),
+        ({"gcs": {"prefix": "a//b"}}, "gcs.prefix 'a//b' must be a relative path"),
+        ({"work_dir": "FILE"}, "is a file, not a directory"),
+    ],
+)
+def test_config_holes_are_refused_before_any_side_effect(
+    world: LocalStack, config: PipelineConfig, tmp_path: Path, hole: dict, message: str
+) -> None:
+    daily.daily_refresh(config=config, run_date=SEEDED[1])  # the datasource exists
+    world.clear_staging()
+    rows_before = world.tableau.rows(DATASOURCE, order_by="1, 2, 3, 4")
+    requests_before = len(world.identity.requests)
+    bad = config.model_dump(mode="json")
+    for key, value in hole.items():
+        if value == "FILE":
+            (tmp_path / "scratch").write_text("not a directory")
+            value = str(tmp_path / "scratch")
+        bad[key] = {**bad[key], **value} if isinstance(value, dict) else value
+
+    state = daily.daily_refresh(config=bad, run_date=DAY, return_state=True)
+
+    assert state.is_failed() and message in (state.message or "")
+    assert len(world.identity.requests) == requests_before  # not even a credential exchange
+    assert world.staged_objects() == []
+    assert world.tableau.rows(DATASOURCE, order_by="1, 2, 3, 4") == rows_before
+
+
+@pytest.mark.parametrize(
     ("fault", "message"),
     [
         ("wrong-token", "Tableau rejected the sign-in of personal access token"),

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import suppress
 
+import httpx
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import VariableCreate
@@ -172,3 +173,21 @@ def test_waiting_longer_than_the_timeout_names_the_slot_and_the_way_out(name: st
         holder.join(30)
     assert info.value.retryable is False
     assert "its own token or a connected app" in str(info.value)
+
+
+def test_a_busy_answer_is_retried_within_milliseconds_not_prefects_two_seconds() -> None:
+    # Unit test of the error path: a server that answers 503 twice (two writes raced), then 200.
+    answers = [503, 503, 200]
+    sent: list[float] = []
+
+    def send(request: httpx.Request) -> httpx.Response:
+        sent.append(time.monotonic())
+        return httpx.Response(answers[len(sent) - 1], request=request)
+
+    request = httpx.Request("POST", "http://127.0.0.1/api/v2/concurrency_limits/increment")
+    response = slot._retrying_busy(send)(request)
+
+    assert response.status_code == 200 and len(sent) == 3
+    assert sent[-1] - sent[0] < 1  # Prefect's client would have waited 2 s, then 4 s
+    refused = slot._retrying_busy(lambda r: httpx.Response(423, request=r))(request)
+    assert refused.status_code == 423  # "someone holds the slot" is an answer, not a retry
