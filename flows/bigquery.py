@@ -3,8 +3,9 @@
 Extract jobs cannot read a view, so the day leaves BigQuery through `EXPORT DATA`
 (https://cloud.google.com/bigquery/docs/reference/standard-sql/export-statements):
 
-1. a dry run of the day's SELECT validates the SQL, the view and the permissions, returns the
-   schema and estimates the bytes; above `bigquery.max_bytes_billed` we refuse before running;
+1. a dry run of the day's SELECT (`dry_run_day`, made by the flow's preflight and handed on)
+   validates the SQL, the view and the permissions, returns the schema and estimates the bytes;
+   above `bigquery.max_bytes_billed`, or with a `date_column` that is not a DATE, we refuse;
 2. `EXPORT DATA OPTIONS(uri='gs://.../ATTEMPT/part-*.parquet', ...) AS SELECT * FROM view
    WHERE date_col = @run_date` runs with the date as a query parameter, labels, a job-id prefix,
    `maximum_bytes_billed`, and a deadline after which (or on interruption) the job is cancelled;

@@ -11,6 +11,8 @@ Modes (`TableauConfig.mode`):
 Before changing an existing datasource (all modes but overwrite) the published columns are read
 from the datasource downloaded WITHOUT its extract (the .tds metadata records; works on Server and
 Cloud) and compared with the extract's; a difference raises SchemaDriftError, changing nothing.
+`check_target` makes the same checks earlier, at the flow's preflight, against the columns the
+extract will have (from the view's dry run), so that they fail before BigQuery spends anything.
 
 REST: https://help.tableau.com/current/api/rest_api/en-us/REST/rest_api_how_to_update_data_to_hyper.htm
 """
