@@ -32,7 +32,7 @@ from tableauserverclient.server.endpoint.exceptions import (
     ServerResponseError,
 )
 
-from flows.errors import PublishError
+from blocks.errors import PublishError
 
 logger = logging.getLogger(__name__)
 

@@ -11,9 +11,11 @@ PipelineError              root; `retryable` says whether a retry can help
      └─ SchemaDriftError   the day's columns differ from the published datasource
 ```
 
-Stage modules translate vendor errors at their boundary with `raise XError(msg,
-retryable=is_retryable(exc)) from exc`, so the message says what to fix and the flag keeps the
-vendor's verdict. Tasks retry through `retry_if_transient`, which asks `is_retryable`.
+The root, CredentialsError and PublishError live in `blocks.errors` (the bottom floor, so that
+`blocks/` raises its own errors); this module adds the rest. Stage modules translate vendor
+errors at their boundary with `raise XError(msg, retryable=is_retryable(exc)) from exc`, so the
+message says what to fix and the flag keeps the vendor's verdict. Tasks retry through
+`retry_if_transient`, which asks `is_retryable`.
 """
 
 from __future__ import annotations
@@ -29,9 +31,24 @@ from google.cloud.storage.exceptions import DataCorruption as StorageDataCorrupt
 from google.resumable_media.common import DataCorruption as MediaDataCorruption
 from tableauserverclient.server.endpoint import exceptions as tsc
 
+from blocks.errors import CredentialsError, PipelineError, PublishError
+
 if TYPE_CHECKING:
     from prefect import Task
     from prefect.client.schemas.objects import State, TaskRun
+
+__all__ = [
+    "BuildError",
+    "ConfigError",
+    "CredentialsError",
+    "DownloadError",
+    "ExportError",
+    "PipelineError",
+    "PublishError",
+    "SchemaDriftError",
+    "is_retryable",
+    "retry_if_transient",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -44,23 +61,8 @@ TRANSIENT_BIGQUERY_REASONS: Final[frozenset[str]] = frozenset(
 """BigQuery error `reason`s that Google documents as retryable."""
 
 
-class PipelineError(Exception):
-    """Root of every error this pipeline raises on purpose."""
-
-    retryable: bool = False
-
-    def __init__(self, message: str, *, retryable: bool | None = None) -> None:
-        super().__init__(message)
-        if retryable is not None:
-            self.retryable = retryable
-
-
 class ConfigError(PipelineError):
     """Settings or parameters are wrong or missing; fix them and run again."""
-
-
-class CredentialsError(PipelineError):
-    """The task role's AWS credentials could not be exchanged for Google credentials."""
 
 
 class ExportError(PipelineError):
@@ -73,10 +75,6 @@ class DownloadError(PipelineError):
 
 class BuildError(PipelineError):
     """The Hyper extract could not be built from the downloaded files."""
-
-
-class PublishError(PipelineError):
-    """Tableau refused or failed the publish."""
 
 
 class SchemaDriftError(PublishError):
