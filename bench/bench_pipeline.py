@@ -99,6 +99,7 @@ def _run(rows: int, server: str, home: Path) -> int:
     )
 
     import flows.daily as daily
+    import flows.steps as steps
     from standins.stack import local_stack
 
     own: dict[str, float] = {}
@@ -114,8 +115,8 @@ def _run(rows: int, server: str, home: Path) -> int:
         return wrapper
 
     for stage, attr in STAGES:
-        setattr(daily, attr, timed(stage, getattr(daily, attr)))
-    slot = _time_slot(daily)
+        setattr(steps, attr, timed(stage, getattr(steps, attr)))
+    slot = _time_slot(steps)
     joins = _time_heartbeat_join()
 
     print(f"[{server}] seeding {rows:,} rows for {DAY} ...", flush=True)
@@ -126,7 +127,7 @@ def _run(rows: int, server: str, home: Path) -> int:
         config = stack.pipeline_config(work_dir=home / "work")
         # Warm-up on the small day: imports, the server, the slot's limit, the first publish.
         daily.daily_refresh(config=config, run_date=DAY - timedelta(days=1))
-        ours, baseline = slot.real, _prefect_concurrency(daily)
+        ours, baseline = slot.real, _prefect_concurrency()
         runs: dict[str, list[dict[str, Any]]] = {"ours": [], "prefect": []}
         for _ in range(ROUNDS):  # interleaved, so drift in the machine hits both alike
             for kind, impl in (("ours", ours), ("prefect", baseline)):
@@ -201,10 +202,10 @@ class _SlotTimes(list[float]):
     real: Callable[..., Any]
 
 
-def _time_slot(daily: Any) -> _SlotTimes:
+def _time_slot(steps: Any) -> _SlotTimes:
     """Time taking and giving back the publish slot, apart from what runs inside it."""
     spent = _SlotTimes()
-    spent.real = daily.publish_slot
+    spent.real = steps.publish_slot
 
     @contextmanager
     def timed_slot(*args: Any, **kwargs: Any) -> Iterator[Any]:
@@ -217,11 +218,11 @@ def _time_slot(daily: Any) -> _SlotTimes:
                 leaving = time.perf_counter()
         spent.append(time.perf_counter() - leaving)
 
-    daily.publish_slot = timed_slot
+    steps.publish_slot = timed_slot
     return spent
 
 
-def _prefect_concurrency(daily: Any) -> Callable[..., Any]:
+def _prefect_concurrency() -> Callable[..., Any]:
     """The slot as it was: Prefect's `concurrency()` (300 s lease, silent wait, 2 s retries)."""
     from prefect.concurrency.sync import concurrency
 

@@ -54,6 +54,16 @@ def check_run_date(day: date, *, today: date, earliest: date | None) -> date:
     return day
 
 
+def resolve_run_date(
+    run_date: date | None, scheduled_start: datetime, timezone: str, earliest: date | None
+) -> date:
+    """The explicit date, else yesterday of the *scheduled* start; refused if out of bounds."""
+    today = datetime.now(ZoneInfo(timezone)).date()
+    if run_date is None:
+        run_date = default_run_date(scheduled_start, timezone)
+    return check_run_date(run_date, today=today, earliest=earliest)
+
+
 def backfill_dates(
     *,
     start: date | None,

@@ -47,6 +47,7 @@ __all__ = [
     "PublishError",
     "SchemaDriftError",
     "is_retryable",
+    "note_retries_spent",
     "retry_if_transient",
 ]
 
@@ -138,6 +139,20 @@ def retry_if_transient(task: Task, task_run: TaskRun, state: State) -> bool:
         )
         return retry
     return False
+
+
+def note_retries_spent(exc: Exception, step: str, retries: int) -> None:
+    """Make the final error say that retrying did not help, and what to check next."""
+    verdict = (
+        f"The {step} step was retried {retries} time(s) (retry.retries) and failed "
+        "each time: the cause persisted. Check that system's status or limits, then rerun the "
+        "date; raise retry.retries or retry.backoff_seconds if outages there last longer."
+    )
+    logger.error(verdict)
+    if isinstance(exc, PipelineError):
+        exc.args = (f"{exc} {verdict}",)  # what the run's state, report and UI show
+    else:
+        exc.add_note(verdict)
 
 
 def _first_line(exc: BaseException) -> str:

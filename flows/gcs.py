@@ -132,6 +132,17 @@ def delete_export(client: storage.Client, manifest: ExportManifest) -> int:
     return deleted
 
 
+def delete_staging(client: storage.Client, manifest: ExportManifest) -> None:
+    """Delete the attempt's files after the publish; a failure only warns (Tableau has the
+    day, and the bucket's lifecycle rule removes what is left)."""
+    try:
+        delete_export(client, manifest)  # logs what it deleted
+    except Exception as exc:
+        logger.warning(
+            "Could not delete %s (%s); a bucket lifecycle rule will.", manifest.uri_prefix, exc
+        )
+
+
 def _list(
     client: storage.Client, bucket: str, prefix: str, manifest: ExportManifest
 ) -> list[storage.Blob]:

@@ -4,16 +4,28 @@ table artifact per datasource that accumulates one row per run (its history)."""
 from __future__ import annotations
 
 import json
+import logging
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any, Final
 from uuid import UUID
 
+from prefect import Flow
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.actions import ArtifactCreate
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.client.schemas.objects import FlowRun, State
 from prefect.client.schemas.sorting import ArtifactSort
+
+from flows.bigquery import DryRun, ExportManifest
+from flows.gcs import DownloadedExport
+from flows.hyper import HyperExtract
+from flows.tableau import PublishResult, TargetCheck
+
+logger = logging.getLogger(__name__)
 
 HISTORY_ROWS: Final[int] = 400
 """History rows kept in the table artifact (over a year of daily runs)."""
@@ -54,6 +66,96 @@ class RunReport:
 
     def stage_seconds(self) -> float:
         return sum(s.seconds for s in self.stages)
+
+    def add(self, result: object, seconds: float) -> None:
+        """Add the line of a step's result; a publish also gives the datasource's link."""
+        self.stages.append(describe(result, seconds))
+        if isinstance(result, PublishResult):
+            self.datasource_url, self.job_id = result.url, result.job_id
+
+
+def describe(result: object, seconds: float) -> StageLine:
+    """The report line of a step's result."""
+    match result:
+        case (DryRun() as dry_run, TargetCheck() as target):
+            return StageLine(
+                "preflight", seconds, None,
+                f"{human_bytes(dry_run.estimated_bytes)} to scan",
+                f"dry run: {len(dry_run.schema)} columns; Tableau REST "
+                f"{target.rest_version} as {target.signed_in_as}: "
+                f"`{target.project_path}/{target.datasource_name}` {target.verdict}",
+            )  # fmt: skip
+        case ExportManifest():
+            return StageLine(
+                "export",
+                seconds,
+                result.rows,
+                f"{human_bytes(result.bytes_processed)} processed",
+                f"job `{result.job_id}`, {result.files or '?'} file(s) under `{result.uri_prefix}`",
+            )
+        case DownloadedExport():
+            return StageLine(
+                "download", seconds, result.rows, human_bytes(result.bytes),
+                f"{len(result.files)} file(s), CRC32C verified",
+            )  # fmt: skip
+        case HyperExtract():
+            return StageLine(
+                "build", seconds, result.rows, human_bytes(result.path.stat().st_size),
+                f"{len(result.columns)} columns, file format v{result.file_format_version}",
+            )  # fmt: skip
+        case PublishResult():
+            action = "created" if result.created else result.mode
+            slot = (
+                "connected app: no publish slot"
+                if result.slot_wait_seconds is None
+                else f"waited {result.slot_wait_seconds:.1f} s for the token's publish slot"
+            )
+            return StageLine(
+                "publish", seconds, result.rows_sent, "",
+                f"{action} `{result.project_path}/{result.datasource_name}`; {slot}",
+            )  # fmt: skip
+    raise TypeError(f"no report line for {type(result).__name__}")
+
+
+@contextmanager
+def kept_report(report: RunReport, run_name: str | None, run_id: UUID | None) -> Iterator[None]:
+    """Record how the block ends (succeeded, or failed with the error and its notes) and
+    write the report whatever happens."""
+    try:
+        yield
+    except BaseException as exc:
+        notes = "".join(f"\n{note}" for note in getattr(exc, "__notes__", ()))
+        report.status, report.error = "failed", f"{type(exc).__name__}: {exc}{notes}"
+        raise
+    else:
+        report.status = "succeeded"
+    finally:
+        _leave(report, run_name, run_id)
+
+
+def report_invalid_parameters(flow: Flow, run: FlowRun, state: State) -> None:
+    """`on_failure` hook: a run whose parameters fail validation never enters the flow body,
+    so it is reported here."""
+    if not (state.message or "").startswith("Validation of flow parameters failed"):
+        return  # the body wrote its own report
+    params = run.parameters or {}
+    config = params.get("config") if isinstance(params.get("config"), dict) else {}
+    view = (config.get("bigquery") or {}).get("view") or "(no view)"
+    datasource = (config.get("tableau") or {}).get("datasource") or "unknown-datasource"
+    report = RunReport(None, str(view), str(datasource), status="failed")
+    report.error = (
+        f"{state.message}\n\nThe run's parameters are not a valid pipeline config. Fix them in "
+        "prefect.yaml (pipeline_config) and deploy again, or correct the custom run's values."
+    )
+    _leave(report, run.name, run.id)
+
+
+def _leave(report: RunReport, run_name: str | None, run_id: UUID | None) -> None:
+    """Write the run report; a failure to write it only warns, never hides the run's outcome."""
+    try:
+        publish_report(report, run_name, run_id)
+    except Exception as exc:
+        logger.warning("Could not write the run report artifacts: %s", exc)
 
 
 def human_bytes(size: int | None) -> str:

@@ -30,6 +30,8 @@ from prefect.exceptions import ObjectAlreadyExists
 from prefect.settings import PREFECT_API_URL
 
 import flows.daily as daily
+import flows.report
+import flows.steps
 from flows.backfill import backfill
 from flows.config import PipelineConfig
 from flows.errors import ConfigError, ExportError, PipelineError, PublishError
@@ -92,8 +94,8 @@ def bq_rows_by_date(stack: LocalStack) -> dict[date, int]:
 
 
 def fail_once(monkeypatch: pytest.MonkeyPatch, name: str, exc: Exception) -> list[int]:
-    """Make `flows.daily.<name>` raise `exc` on its first call, then behave normally."""
-    real: Callable[..., Any] = getattr(daily, name)
+    """Make `flows.steps.<name>` raise `exc` on its first call, then behave normally."""
+    real: Callable[..., Any] = getattr(flows.steps, name)
     calls: list[int] = []
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -102,7 +104,7 @@ def fail_once(monkeypatch: pytest.MonkeyPatch, name: str, exc: Exception) -> lis
             raise exc
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(daily, name, wrapper)
+    monkeypatch.setattr(flows.steps, name, wrapper)
     return calls
 
 
@@ -223,7 +225,7 @@ def test_once_the_retries_are_spent_the_error_says_so(
         calls.append(1)
         raise exc
 
-    monkeypatch.setattr(daily, "export_view", always_fails)
+    monkeypatch.setattr(flows.steps, "export_view", always_fails)
 
     state = daily.daily_refresh(config=config, run_date=DAY, return_state=True)
 
@@ -558,7 +560,7 @@ def test_an_allowed_empty_day_removes_that_dates_rows(
         }
     )
     if export_writes == "no file":  # what BigQuery may do for an empty result
-        real = daily.export_view
+        real = flows.steps.export_view
 
         def export_without_files(*args: Any, **kwargs: Any) -> Any:
             manifest = real(*args, **kwargs)
@@ -568,7 +570,7 @@ def test_an_allowed_empty_day_removes_that_dates_rows(
                 blob.delete()
             return manifest
 
-        monkeypatch.setattr(daily, "export_view", export_without_files)
+        monkeypatch.setattr(flows.steps, "export_view", export_without_files)
 
     result = daily.daily_refresh(config=allow, run_date=DAY)
 
@@ -654,7 +656,7 @@ def test_a_report_that_cannot_be_written_does_not_fail_the_run(
     def broken(*args: Any) -> None:
         raise RuntimeError("artifact API down (injected)")
 
-    monkeypatch.setattr(daily, "publish_report", broken)
+    monkeypatch.setattr(flows.report, "publish_report", broken)
     expected = bq_rows_by_date(world)
 
     result = daily.daily_refresh(config=config, run_date=DAY)

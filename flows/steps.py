@@ -1,0 +1,212 @@
+"""The daily flow's steps: the preflight and the four tasks, with the config's retry policy
+and timeouts, each call timed into the run report.
+
+Each task retries only transient failures (`flows.errors.is_retryable`) and is never cached:
+the files it leaves are local to one container. The steps' modules (bigquery, gcs, hyper,
+tableau) are plain library code; this module makes them Prefect tasks.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime
+from functools import partial
+from pathlib import Path
+from typing import Final
+from uuid import UUID
+
+from prefect import Task, task
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+from prefect.tasks import exponential_backoff
+
+from blocks import AwsWorkloadIdentityCredentials, TableauServer
+from flows.bigquery import DryRun, ExportManifest, dry_run_day, export_view, parquet_schema
+from flows.config import PipelineConfig, RetryConfig
+from flows.errors import ConfigError, is_retryable, note_retries_spent, retry_if_transient
+from flows.gcs import DownloadedExport, download_export
+from flows.hyper import HyperExtract, build_hyper, hyper_columns
+from flows.publish_slot import publish_slot
+from flows.report import RunReport
+from flows.tableau import PublishResult, TargetCheck, check_target, publish
+
+LOCAL_STEP_TIMEOUT: Final[float] = 2 * 3600  # download and build of a very large day
+LOCK_WAIT_SECONDS: Final[float] = 3 * 3600  # publishes queued behind other dates (backfills)
+
+
+_task = task(cache_policy=NO_CACHE, persist_result=False, retry_condition_fn=retry_if_transient)
+
+
+@_task(name="preflight")
+def preflight_step(
+    credentials: AwsWorkloadIdentityCredentials,
+    tableau: TableauServer,
+    config: PipelineConfig,
+    day: date,
+) -> tuple[DryRun, TargetCheck]:
+    """Refuse now what would fail after the export: the view's dry run (bytes, date column,
+    types) and the Tableau target (sign-in, project, the datasource's published columns)."""
+    client = credentials.get_bigquery_client(
+        project=credentials.project, location=config.bigquery.location
+    )
+    dry_run = dry_run_day(client, config.bigquery, day)
+    columns = hyper_columns(
+        parquet_schema(dry_run.schema), file_format_version=config.hyper.file_format_version
+    )
+    with _session_slot(tableau):
+        target = check_target(
+            tableau, config.tableau, columns, date_column=config.bigquery.date_column
+        )
+    return dry_run, target
+
+
+@_task(name="export")
+def export_step(
+    credentials: AwsWorkloadIdentityCredentials, config: PipelineConfig, day: date, dry_run: DryRun
+) -> ExportManifest:
+    """Export the day's rows of the view to a GCS prefix unique to this attempt."""
+    client = credentials.get_bigquery_client(
+        project=credentials.project, location=config.bigquery.location
+    )
+    attempt = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+    return export_view(client, config.bigquery, config.gcs, day, attempt=attempt, dry_run=dry_run)
+
+
+@_task(name="download")
+def download_step(
+    credentials: AwsWorkloadIdentityCredentials,
+    export: ExportManifest,
+    work_dir: Path,
+    config: PipelineConfig,
+) -> DownloadedExport:
+    """Download the attempt's Parquet files, checksum- and row-count-verified."""
+    dest = work_dir / f"download-{uuid.uuid4().hex[:8]}"  # a retry never sees partial files
+    dest.mkdir()
+    client = credentials.get_cloud_storage_client(project=credentials.project)
+    return download_export(client, export, dest, config.gcs)
+
+
+@_task(name="build")
+def build_step(
+    files: DownloadedExport, export: ExportManifest, work_dir: Path, config: PipelineConfig
+) -> HyperExtract:
+    """Load the Parquet files into a Hyper extract with Hyper's own SQL."""
+    return build_hyper(
+        files.files,
+        work_dir / "extract.hyper",
+        config.hyper,
+        expected_rows=files.rows,
+        log_dir=work_dir,
+        empty_schema=parquet_schema(export.schema),  # an empty day without files
+    )
+
+
+@_task(name="publish")
+def publish_step(
+    tableau: TableauServer, extract: HyperExtract, day: date, config: PipelineConfig
+) -> PublishResult:
+    """Publish the extract; runs sharing one personal access token take turns."""
+    with _session_slot(tableau) as waited:
+        result = publish(
+            tableau, extract, day, config.tableau, date_column=config.bigquery.date_column
+        )
+    return replace(result, slot_wait_seconds=waited)
+
+
+@contextmanager
+def _session_slot(server: TableauServer) -> Iterator[float | None]:
+    """The token's publish slot (one session per PAT); connected-app sessions need none."""
+    if server.auth_method == "jwt":
+        yield None
+        return
+    with publish_slot(
+        server.concurrency_key,
+        timeout_seconds=LOCK_WAIT_SECONDS,
+        holder_run=UUID(flow_run.id) if flow_run.id else None,
+        holder_name=flow_run.name or "",
+    ) as hold:
+        yield hold.waited_seconds
+
+
+@dataclass(frozen=True)
+class Steps:
+    """The preflight and the four steps with the config's retry policy and timeouts, each call
+    adding its line to the run report."""
+
+    preflight: TimedStep[..., tuple[DryRun, TargetCheck]]
+    export: TimedStep[..., ExportManifest]
+    download: TimedStep[..., DownloadedExport]
+    build: TimedStep[..., HyperExtract]
+    publish: TimedStep[..., PublishResult]
+
+    @classmethod
+    def configured(cls, config: PipelineConfig, report: RunReport) -> Steps:
+        step = partial(with_retries, retry=config.retry, report=report)
+        tableau_seconds = config.tableau.job_timeout_seconds + LOCK_WAIT_SECONDS
+        return cls(
+            step(preflight_step, timeout_seconds=LOCK_WAIT_SECONDS + 600),
+            step(export_step, timeout_seconds=config.bigquery.job_timeout_seconds + 300),
+            step(download_step, timeout_seconds=LOCAL_STEP_TIMEOUT),
+            step(build_step, timeout_seconds=LOCAL_STEP_TIMEOUT),
+            step(publish_step, timeout_seconds=tableau_seconds),
+        )
+
+
+def with_retries[**P, R](
+    step: Task[P, R], retry: RetryConfig, report: RunReport, *, timeout_seconds: float
+) -> TimedStep[P, R]:
+    """`step` with the config's retry policy and a timeout, adding its line to the report."""
+    configured = step.with_options(
+        retries=retry.retries,
+        retry_delay_seconds=exponential_backoff(backoff_factor=retry.backoff_seconds)
+        if retry.retries
+        else 0,
+        retry_jitter_factor=0.5 if retry.backoff_seconds else None,
+        timeout_seconds=timeout_seconds,
+    )
+    return TimedStep(configured, report)
+
+
+class TimedStep[**P, R]:
+    """Calls a task and adds its line (rows, size, duration) to the run report."""
+
+    def __init__(self, step: Task[P, R], report: RunReport) -> None:
+        self.step, self.report = step, report
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        started = time.perf_counter()
+        try:
+            result = self.step(*args, **kwargs)
+        except Exception as exc:
+            if is_retryable(exc) and self.step.retries:  # it escaped the task: retries spent
+                note_retries_spent(exc, self.step.name, self.step.retries)
+            raise
+        self.report.add(result, time.perf_counter() - started)
+        return result
+
+
+def load_block[B: (AwsWorkloadIdentityCredentials, TableauServer)](kind: type[B], name: str) -> B:
+    """The saved block `name`, or a ConfigError that says to save it."""
+    try:
+        return kind.load(name)
+    except ValueError as exc:
+        raise ConfigError(
+            f"No {kind.__name__} block named {name!r}: {exc}. Save it first "
+            "(see deployments/README.md) or fix the name in the pipeline config."
+        ) from exc
+
+
+@contextmanager
+def scratch_dir(config: PipelineConfig, day: date) -> Iterator[Path]:
+    """The run's work dir, removed at the end whatever happens."""
+    if config.work_dir is not None:
+        config.work_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(
+        prefix=f"bq-tableau-{day.isoformat()}-", dir=config.work_dir, ignore_cleanup_errors=True
+    ) as path:
+        yield Path(path)
