@@ -1,10 +1,10 @@
-"""The errors every layer shares, defined at the bottom floor so that `blocks/` imports nothing
-from `flows/`.
+"""The errors every layer shares, and the HTTP statuses worth retrying, defined at the bottom
+floor so that `blocks/` imports nothing from `flows/`.
 
 ```
 PipelineError              root; `retryable` says whether running the step again can help
  ├─ CredentialsError       the AWS -> Google exchange failed (raised by blocks.federation)
- └─ PublishError           Tableau refused or failed (sign-in here, the publish in flows)
+ └─ PublishError           Tableau refused or failed (its answers translated in blocks.tableau)
 ```
 
 `flows.errors` re-exports these and adds the step errors (config, export, download, build,
@@ -12,6 +12,11 @@ schema drift) below the same root.
 """
 
 from __future__ import annotations
+
+from typing import Final
+
+TRANSIENT_HTTP_STATUSES: Final[frozenset[int]] = frozenset({408, 429, 500, 502, 503, 504})
+"""HTTP statuses that a later attempt can get past."""
 
 
 class PipelineError(Exception):

@@ -8,6 +8,10 @@ Tableau allows ONE session per PAT at a time; a second sign-in with the same tok
 first session, which then fails with 401002. Publishes that share a token must therefore be
 serialized; `TableauServer.concurrency_key` names the Prefect concurrency limit to use.
 
+What Tableau answers is translated here, once, for the sign-in and for every later REST call
+(`translate_tableau_errors`): TSC's errors become PublishErrors that say what to fix, with
+`retryable` set for 5xx, 408/429 and lost connections.
+
 REST reference: https://help.tableau.com/current/api/rest_api/en-us/REST/rest_api_ref_authentication.htm
 """
 
@@ -29,10 +33,12 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from tableauserverclient.server.endpoint.exceptions import (
     FailedSignInError,
     InternalServerError,
+    NonXMLResponseError,
     ServerResponseError,
 )
+from tableauserverclient.server.exceptions import EndpointUnavailableError
 
-from blocks.errors import PublishError
+from blocks.errors import TRANSIENT_HTTP_STATUSES, PipelineError, PublishError
 
 logger = logging.getLogger(__name__)
 
@@ -52,8 +58,95 @@ JWT_LIFETIME: Final[dt.timedelta] = dt.timedelta(minutes=5)
 PAT_SESSION_TAKEN: Final[str] = "401002"
 """Error code Tableau returns when a PAT's session was replaced by another sign-in."""
 
+UPDATE_API_VERSION: Final[str] = "3.13"
+"""update_hyper_data needs REST API 3.13 (Tableau Server 2021.3+, Tableau Cloud)."""
 
-def explain_sign_in_failure(exc: FailedSignInError, block: TableauServer) -> str:
+_HINTS_BY_STATUS: Final[dict[str, str]] = {
+    "403": " The signing-in user needs site role Creator or Explorer (can publish) and "
+    "the Publish permission on the project (plus Overwrite for existing datasources).",
+    "404": " Check tableau.project and tableau.datasource.",
+    "409": " Another run may have created it concurrently; rerun.",
+}
+"""What to check, by the HTTP status that starts Tableau's error code."""
+
+_TABLEAU_ERRORS: Final[tuple[type[Exception], ...]] = (
+    FailedSignInError,  # 401: at sign-in, or mid-run when the session ended (401002) or expired
+    ServerResponseError,  # other 4xx, with Tableau's code, summary and detail
+    InternalServerError,  # 5xx
+    NonXMLResponseError,  # a 4xx that is not Tableau's XML: a proxy or another server answered
+    EndpointUnavailableError,  # TSC refuses a call the server's REST version lacks
+    requests.ConnectionError,  # also TLS failures after the sign-in: a dropped connection
+    requests.Timeout,
+)
+
+
+@contextmanager
+def translate_tableau_errors(doing: str, block: TableauServer) -> Iterator[None]:
+    """Turn what Tableau answers while `doing` into a PublishError that says what to fix.
+
+    The one translation of TSC's errors, used by the sign-in and by every REST call of the
+    publish. PipelineErrors raised inside, and exceptions it does not know, pass untouched.
+
+    Args:
+        doing: What was being done, completing "while trying to ...", e.g. "look up project 'x'".
+        block: The block signed in with, named in the messages (never its secrets).
+
+    Raises:
+        PublishError: Retryable for 5xx, 408/429, lost connections and timeouts; not for
+            refused sign-ins, permissions, missing objects or an old REST version.
+    """
+    try:
+        yield
+    except PipelineError:
+        raise
+    except _TABLEAU_ERRORS as exc:
+        # `from None`: the vendor exception references its request, whose body or headers
+        # hold the sign-in's secret or the session token; it must not travel into logs or
+        # persisted task states.
+        raise _explain(exc, doing, block) from None
+
+
+def _explain(exc: Exception, doing: str, block: TableauServer) -> PublishError:
+    if isinstance(exc, FailedSignInError):
+        return PublishError(_explain_sign_in_failure(exc, block), retryable=False)
+    if isinstance(exc, EndpointUnavailableError):
+        return PublishError(
+            f"Tableau cannot {doing}: {exc}. Updating data needs REST API {UPDATE_API_VERSION}+ "
+            "(Tableau Server 2021.3+ or Cloud); use tableau.mode=overwrite on older servers.",
+            retryable=False,
+        )
+    if isinstance(exc, InternalServerError):
+        return PublishError(
+            f"Tableau answered HTTP {exc.code} while trying to {doing}: it is down or "
+            "unreachable for now, which is usually transient (retried up to retry.retries times).",
+            retryable=True,
+        )
+    if isinstance(exc, ServerResponseError):
+        code = str(exc.code or "")
+        status = int(code[:3]) if code[:3].isdigit() else None
+        return PublishError(
+            f"Tableau refused to {doing}: {code} {exc.summary}: {exc.detail}."
+            + _HINTS_BY_STATUS.get(code[:3], ""),
+            retryable=status in TRANSIENT_HTTP_STATUSES,
+        )
+    if isinstance(exc, NonXMLResponseError):
+        answer = (exc.args[0] if exc.args else b"") or b""
+        text = answer.decode(errors="replace") if isinstance(answer, bytes) else str(answer)
+        return PublishError(
+            f"While trying to {doing}, {block.server_url} answered something that is not a "
+            f"Tableau REST error ({' '.join(text.split())[:200]!r}). Check server_url: a proxy "
+            "or another server answered.",
+            retryable=False,
+        )
+    return PublishError(
+        f"Could not reach {block.server_url} while trying to {doing} ({type(exc).__name__}): "
+        "Tableau is down or unreachable, which is usually transient (retried up to "
+        "retry.retries times).",
+        retryable=True,
+    )
+
+
+def _explain_sign_in_failure(exc: FailedSignInError, block: TableauServer) -> str:
     """Turn a 401 from Tableau into a message that says what to fix (no secrets)."""
     site = repr(block.site) if block.site else "'' (the default site)"
     if str(exc.code) == PAT_SESSION_TAKEN:
@@ -93,9 +186,9 @@ class TableauServer(Block):
         ```python
         from blocks.tableau import TableauServer
 
-        tableau = TableauServer.load("BLOCK_NAME")
-        with tableau.sign_in() as server:
-            projects, _ = server.projects.get()
+        block = TableauServer.load("BLOCK_NAME")
+        with block.sign_in() as session:
+            projects, _ = session.projects.get()
         ```
     """
 
@@ -215,60 +308,46 @@ class TableauServer(Block):
 
     @contextmanager
     def sign_in(self) -> Iterator[tsc.Server]:
-        """Sign in, yield the TSC server on the site's REST version, and always sign out.
+        """Sign in, yield the session (a TSC server on the site's REST version), always sign out.
 
         Raises:
             PublishError: the sign-in was refused (not retryable; the message says what to
                 fix) or Tableau could not be reached (retryable unless it is a TLS problem).
         """
-        server = tsc.Server(
+        session = tsc.Server(
             self.server_url,
             use_server_version=True,  # else TSC stays on REST 2.4; update_hyper_data needs 3.13
             http_options={"timeout": self.http_timeout, "verify": self.verify_ssl},
         )
         try:
-            self._sign_in(server)
+            self._sign_in(session)
             logger.info(
                 "Signed in to %s site %r with %s (REST API %s)",
                 self.server_url,
                 self.site,
                 self.signs_in_as,
-                server.version,
+                session.version,
             )
-            yield server
+            yield session
         finally:
-            self._sign_out(server)
+            self._sign_out(session)
 
-    def _sign_in(self, server: tsc.Server) -> None:
-        where = f"{self.server_url} (site {self.site!r})"
-        # `from None`: the vendor exception chains to the sign-in request, whose body holds the
-        # secret; it must not travel into logs or persisted task states.
-        try:
-            server.auth.sign_in(self._credentials())
-        except FailedSignInError as exc:
-            raise PublishError(explain_sign_in_failure(exc, self), retryable=False) from None
-        except ServerResponseError as exc:
-            raise PublishError(
-                f"Tableau refused the sign-in to {where}: {exc.code} {exc.summary}: {exc.detail}",
-                retryable=False,
-            ) from None
-        except requests.exceptions.SSLError as exc:
-            raise PublishError(
-                f"TLS verification of {self.server_url} failed ({type(exc).__name__}). Install "
-                "the server's CA certificate (REQUESTS_CA_BUNDLE) or fix server_url.",
-                retryable=False,
-            ) from None
-        except (InternalServerError, requests.ConnectionError, requests.Timeout) as exc:
-            raise PublishError(
-                f"Could not sign in to {where}: {type(exc).__name__} "
-                f"{getattr(exc, 'code', '')}. Tableau is down or unreachable; transient (retried).",
-                retryable=True,
-            ) from None
+    def _sign_in(self, session: tsc.Server) -> None:
+        with translate_tableau_errors(f"sign in to {self.server_url} (site {self.site!r})", self):
+            try:
+                session.auth.sign_in(self._credentials())
+            except requests.exceptions.SSLError as exc:
+                # At the first contact a TLS failure is the setup's (CA, URL), not a blip.
+                raise PublishError(
+                    f"TLS verification of {self.server_url} failed ({type(exc).__name__}). Install "
+                    "the server's CA certificate (REQUESTS_CA_BUNDLE) or fix server_url.",
+                    retryable=False,
+                ) from None
 
-    def _sign_out(self, server: tsc.Server) -> None:
+    def _sign_out(self, session: tsc.Server) -> None:
         try:
-            if server.is_signed_in():
-                server.auth.sign_out()
+            if session.is_signed_in():
+                session.auth.sign_out()
                 logger.info("Signed out of %s", self.server_url)
         except Exception as exc:  # never hide the publish's own outcome behind a sign-out error
             logger.warning(
@@ -277,4 +356,4 @@ class TableauServer(Block):
                 type(exc).__name__,
             )
         finally:
-            server.close()
+            session.close()

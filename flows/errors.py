@@ -14,8 +14,10 @@ PipelineError              root; `retryable` says whether a retry can help
 The root, CredentialsError and PublishError live in `blocks.errors` (the bottom floor, so that
 `blocks/` raises its own errors); this module adds the rest. Stage modules translate vendor
 errors at their boundary with `raise XError(msg, retryable=is_retryable(exc)) from exc`, so the
-message says what to fix and the flag keeps the vendor's verdict. Tasks retry through
-`retry_if_transient`, which asks `is_retryable`.
+message says what to fix and the flag keeps the vendor's verdict. Tableau's errors are
+translated where its sign-in lives (`blocks.tableau.translate_tableau_errors`), so they reach
+`is_retryable` as PublishErrors. Tasks retry through `retry_if_transient`, which asks
+`is_retryable`.
 """
 
 from __future__ import annotations
@@ -29,9 +31,8 @@ from google.api_core import exceptions as gapi
 from google.auth import exceptions as gauth
 from google.cloud.storage.exceptions import DataCorruption as StorageDataCorruption
 from google.resumable_media.common import DataCorruption as MediaDataCorruption
-from tableauserverclient.server.endpoint import exceptions as tsc
 
-from blocks.errors import CredentialsError, PipelineError, PublishError
+from blocks.errors import TRANSIENT_HTTP_STATUSES, CredentialsError, PipelineError, PublishError
 
 if TYPE_CHECKING:
     from prefect import Task
@@ -52,9 +53,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-TRANSIENT_HTTP_STATUSES: Final[frozenset[int]] = frozenset({408, 429, 500, 502, 503, 504})
-"""HTTP statuses that a later attempt can get past."""
 
 TRANSIENT_BIGQUERY_REASONS: Final[frozenset[str]] = frozenset(
     {"backendError", "rateLimitExceeded", "internalError", "jobBackendError", "jobInternalError"}
@@ -108,13 +106,6 @@ def is_retryable(exc: BaseException) -> bool:
         return bool(getattr(exc, "retryable", False))
     if isinstance(exc, gauth.TransportError):
         return True
-    if isinstance(exc, tsc.FailedSignInError):
-        return False
-    if isinstance(exc, tsc.InternalServerError):
-        return True
-    if isinstance(exc, tsc.ServerResponseError):
-        code = str(exc.code or "")
-        return code[:3].isdigit() and int(code[:3]) in TRANSIENT_HTTP_STATUSES
     if isinstance(exc, requests.HTTPError) and exc.response is not None:
         return exc.response.status_code in TRANSIENT_HTTP_STATUSES
     if isinstance(exc, requests.ConnectionError | requests.Timeout):

@@ -1,4 +1,7 @@
-"""Step 4: publish a Hyper extract to Tableau, idempotent per date (the only TSC importer).
+"""Step 4: publish a Hyper extract to Tableau, idempotent per date.
+
+The block (`blocks.tableau`) signs in and translates what Tableau answers; this module makes the
+publish's REST calls through TSC, each inside `translate_tableau_errors`.
 
 Modes (`TableauConfig.mode`):
 - replace_date: the first publish creates the datasource from the .hyper; every later run sends
@@ -25,39 +28,32 @@ import tempfile
 import uuid
 import zipfile
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Final
 
-import requests
 import tableauserverclient as tsc
 from defusedxml import ElementTree as ET
 from tableauserverclient.server.endpoint.exceptions import (
-    FailedSignInError,
-    InternalServerError,
     JobCancelledException,
     JobFailedException,
     ServerResponseError,
 )
-from tableauserverclient.server.exceptions import EndpointUnavailableError
 
-from blocks.tableau import TableauServer, explain_sign_in_failure
+from blocks.tableau import UPDATE_API_VERSION, TableauServer, translate_tableau_errors
 from flows.config import TableauConfig
-from flows.errors import ConfigError, PipelineError, PublishError, SchemaDriftError, is_retryable
+from flows.errors import ConfigError, PublishError, SchemaDriftError
 from flows.hyper import EXTRACT_SCHEMA, EXTRACT_TABLE, HyperExtract, write_date_payload
 
 logger = logging.getLogger(__name__)
 
-UPDATE_API_VERSION: Final[str] = "3.13"
-"""update_hyper_data needs REST API 3.13 (Tableau Server 2021.3+, Tableau Cloud)."""
 AS_JOB_MIN_BYTES: Final[int] = 64 * 1024 * 1024
 """Publish files this big as an asynchronous job; TSC also uploads them in chunks from 64 MB."""
 RUN_DATE_TABLE: Final[str] = "pipeline_run_date"
 """Payload table holding only the run date: a delete's source may hold only condition columns."""
 CREATE_NEW_EXISTS: Final[str] = "403007"
-"""Tableau's answer to CreateNew when the name exists (see FACTS.md)."""
+"""Tableau's error code when a CreateNew publish finds a datasource of that name."""
 _FILTER_UNSAFE: Final[str] = ",&:[]"  # the REST filter grammar cannot escape these
 
 # Tableau's logical types (the .tds <local-type>) of the Hyper SQL types the build writes.
@@ -145,66 +141,6 @@ def parse_tds_columns(content: bytes) -> list[tuple[str, str]]:
     return columns
 
 
-def _explain(exc: Exception, step: str, server: TableauServer) -> PublishError:
-    if isinstance(exc, FailedSignInError):
-        return PublishError(explain_sign_in_failure(exc, server), retryable=False)
-    if isinstance(exc, EndpointUnavailableError):
-        return PublishError(
-            f"Tableau cannot {step}: {exc}. Updating data needs REST API {UPDATE_API_VERSION}+ "
-            "(Tableau Server 2021.3+ or Cloud); use tableau.mode=overwrite on older servers.",
-            retryable=False,
-        )
-    if isinstance(exc, InternalServerError):
-        return PublishError(
-            f"Tableau answered HTTP {exc.code} while trying to {step}; this is usually "
-            "transient (retried up to retry.retries times).",
-            retryable=True,
-        )
-    if isinstance(exc, ServerResponseError) and str(exc.code) == CREATE_NEW_EXISTS:
-        return PublishError(
-            f"Tableau refused to {step}: the datasource appeared since it was looked up (a "
-            "concurrent run created it). A retry updates it instead.",
-            retryable=True,
-        )
-    if isinstance(exc, ServerResponseError):
-        code = str(exc.code or "")
-        hint = {
-            "403": " The signing-in user needs site role Creator or Explorer (can publish) and "
-            "the Publish permission on the project (plus Overwrite for existing datasources).",
-            "404": " Check tableau.project and tableau.datasource.",
-            "409": " Another run may have created it concurrently; rerun.",
-        }.get(code[:3], "")
-        return PublishError(
-            f"Tableau refused to {step}: {code} {exc.summary}: {exc.detail}.{hint}",
-            retryable=is_retryable(exc),
-        )
-    if isinstance(exc, requests.ConnectionError | requests.Timeout):
-        return PublishError(
-            f"Lost the connection to {server.server_url} while trying to {step} "
-            f"({type(exc).__name__}); transient (retried up to retry.retries times).",
-            retryable=True,
-        )
-    raise exc
-
-
-@contextmanager
-def _step(what: str, server: TableauServer) -> Iterator[None]:
-    """Translate TSC errors raised while doing `what` into PublishError."""
-    try:
-        yield
-    except PipelineError:
-        raise
-    except (
-        FailedSignInError,  # a 401 mid-run: the session ended (401002) or expired
-        ServerResponseError,
-        InternalServerError,
-        EndpointUnavailableError,
-    ) as exc:
-        raise _explain(exc, what, server) from exc
-    except (requests.ConnectionError, requests.Timeout) as exc:
-        raise _explain(exc, what, server) from exc
-
-
 def _by_name(endpoint: object, name: str) -> Iterator[object]:
     options = tsc.RequestOptions(pagesize=1000)
     if not any(c in name for c in _FILTER_UNSAFE):
@@ -213,24 +149,26 @@ def _by_name(endpoint: object, name: str) -> Iterator[object]:
 
 
 def _resolve_project(
-    srv: tsc.Server, config: TableauConfig, server: TableauServer
+    session: tsc.Server, config: TableauConfig, block: TableauServer
 ) -> tsc.ProjectItem:
     parts = [p.strip() for p in config.project.split("/") if p.strip()]
     parent_id: str | None = None
     project = None
     for depth, name in enumerate(parts):
         path = "/".join(parts[: depth + 1])
-        with _step(f"look up project {path!r}", server):
-            found = [p for p in _by_name(srv.projects, name) if (p.parent_id or None) == parent_id]
+        with translate_tableau_errors(f"look up project {path!r}", block):
+            found = [
+                p for p in _by_name(session.projects, name) if (p.parent_id or None) == parent_id
+            ]
         if found:
             project = found[0]
         elif config.create_project:
-            with _step(f"create project {path!r}", server):
-                project = srv.projects.create(tsc.ProjectItem(name, parent_id=parent_id))
+            with translate_tableau_errors(f"create project {path!r}", block):
+                project = session.projects.create(tsc.ProjectItem(name, parent_id=parent_id))
             logger.info("Created Tableau project %r", path)
         else:
             raise PublishError(
-                f"Tableau project {path!r} not found on site {server.site!r}. Create it, fix "
+                f"Tableau project {path!r} not found on site {block.site!r}. Create it, fix "
                 "tableau.project, or set tableau.create_project=true.",
                 retryable=False,
             )
@@ -240,19 +178,19 @@ def _resolve_project(
 
 
 def _find_datasource(
-    srv: tsc.Server, project: tsc.ProjectItem, name: str, server: TableauServer
+    session: tsc.Server, project: tsc.ProjectItem, name: str, block: TableauServer
 ) -> tsc.DatasourceItem | None:
-    with _step(f"look up datasource {name!r}", server):
-        found = [d for d in _by_name(srv.datasources, name) if d.project_id == project.id]
+    with translate_tableau_errors(f"look up datasource {name!r}", block):
+        found = [d for d in _by_name(session.datasources, name) if d.project_id == project.id]
     return found[0] if found else None
 
 
 def _wait(
-    srv: tsc.Server, job_id: str, what: str, config: TableauConfig, server: TableauServer
+    session: tsc.Server, job_id: str, what: str, config: TableauConfig, block: TableauServer
 ) -> None:
     try:
-        with _step(f"follow job {job_id} ({what})", server):
-            job = srv.jobs.wait_for_job(job_id, timeout=config.job_timeout_seconds)
+        with translate_tableau_errors(f"follow job {job_id} ({what})", block):
+            job = session.jobs.wait_for_job(job_id, timeout=config.job_timeout_seconds)
     except JobCancelledException as exc:
         raise PublishError(
             f"Tableau job {job_id} ({what}) was cancelled; nothing was changed. Rerun.",
@@ -276,24 +214,34 @@ def _wait(
 
 
 def _publish_file(
-    srv: tsc.Server,
+    session: tsc.Server,
     project: tsc.ProjectItem,
     name: str,
     path: Path,
     mode: str,
     *,
     config: TableauConfig,
-    server: TableauServer,
+    block: TableauServer,
     as_job_min_bytes: int,
 ) -> tuple[tsc.DatasourceItem, str | None]:
     as_job = path.stat().st_size >= as_job_min_bytes
     item = tsc.DatasourceItem(project.id, name=name)
-    with _step(f"publish datasource {name!r} ({mode})", server):
-        result = srv.datasources.publish(item, str(path), mode, as_job=as_job)
+    with translate_tableau_errors(f"publish datasource {name!r} ({mode})", block):
+        try:
+            result = session.datasources.publish(item, str(path), mode, as_job=as_job)
+        except ServerResponseError as exc:
+            if mode != "CreateNew" or str(exc.code) != CREATE_NEW_EXISTS:
+                raise
+            raise PublishError(
+                f"Tableau refused to publish datasource {name!r} ({mode}): the datasource "
+                "appeared since it was looked up (a concurrent run created it). A retry "
+                "updates it instead.",
+                retryable=True,
+            ) from None
     if not as_job:
         return result, None
-    _wait(srv, result.id, f"publish {mode}", config, server)
-    datasource = _find_datasource(srv, project, name, server)
+    _wait(session, result.id, f"publish {mode}", config, block)
+    datasource = _find_datasource(session, project, name, block)
     if datasource is None:
         raise PublishError(
             f"Tableau's publish job {result.id} finished but datasource {name!r} is not in "
@@ -304,16 +252,18 @@ def _publish_file(
 
 
 def _check_drift(
-    srv: tsc.Server,
+    session: tsc.Server,
     ds: tsc.DatasourceItem,
     columns: Sequence[tuple[str, str]],
-    server: TableauServer,
+    block: TableauServer,
     *,
     side: str = "extract",
 ) -> int:
     """Refuse columns that differ from the datasource's; return how many were compared."""
-    with _step(f"download datasource {ds.name!r} without its extract", server):
-        content = srv.datasources.download(ds.id, io.BytesIO(), include_extract=False).getvalue()
+    with translate_tableau_errors(f"download datasource {ds.name!r} without its extract", block):
+        content = session.datasources.download(
+            ds.id, io.BytesIO(), include_extract=False
+        ).getvalue()
     published = parse_tds_columns(content)
     if not published:
         logger.warning("Datasource %r has no column metadata; schema drift not checked", ds.name)
@@ -397,7 +347,7 @@ class TargetCheck:
 
 
 def check_target(
-    server: TableauServer,
+    block: TableauServer,
     config: TableauConfig,
     columns: Sequence[tuple[str, str]],
     *,
@@ -407,7 +357,7 @@ def check_target(
     published columns with the extract-to-be, so that Tableau problems fail before the export.
 
     Args:
-        server: The Tableau block (signed in to and out again).
+        block: The Tableau block (signed in to and out again).
         config: Project, datasource, mode, upsert keys.
         columns: (name, Hyper SQL type) the extract will have, from the view's dry-run schema.
         date_column: The DATE column that replace_date deletes by.
@@ -418,17 +368,17 @@ def check_target(
         PublishError: The sign-in, the project or the REST version is refused.
     """
     _check_columns(columns, config, date_column, "view")
-    with server.sign_in() as srv:
-        project = _resolve_project(srv, config, server)
-        ds = _find_datasource(srv, project, config.datasource, server)
+    with block.sign_in() as session:
+        project = _resolve_project(session, config, block)
+        ds = _find_datasource(session, project, config.datasource, block)
         compared = 0
         if ds is not None:
-            _check_update_api(srv, config, server)
+            _check_update_api(session, config, block)
             if config.mode != "overwrite":  # overwrite is the way out of drift
-                compared = _check_drift(srv, ds, columns, server, side="view")
+                compared = _check_drift(session, ds, columns, block, side="view")
         check = TargetCheck(
-            signed_in_as=server.signs_in_as,
-            rest_version=str(srv.version),
+            signed_in_as=block.signs_in_as,
+            rest_version=str(session.version),
             project_path=config.project,
             datasource_name=config.datasource,
             datasource_id=ds.id if ds is not None else None,
@@ -441,7 +391,7 @@ def check_target(
 
 
 def publish(
-    server: TableauServer,
+    block: TableauServer,
     extract: HyperExtract,
     run_date: date,
     config: TableauConfig,
@@ -452,7 +402,7 @@ def publish(
     """Publish the extract according to `config.mode` (default: replace run_date's rows).
 
     Args:
-        server: The Tableau block to sign in with (signed out again in every case).
+        block: The Tableau block to sign in with (signed out again in every case).
         extract: The day's .hyper file ("Extract"."Extract").
         run_date: The day the extract holds.
         config: Project path, datasource name, mode, job timeout.
@@ -474,27 +424,27 @@ def publish(
             "use replace_date to keep one copy per date",
             run_date,
         )
-    with server.sign_in() as srv:
-        project = _resolve_project(srv, config, server)
-        ds = _find_datasource(srv, project, config.datasource, server)
+    with block.sign_in() as session:
+        project = _resolve_project(session, config, block)
+        ds = _find_datasource(session, project, config.datasource, block)
         job_id, created = None, ds is None
-        publish_kw = {"config": config, "server": server, "as_job_min_bytes": as_job_min_bytes}
+        publish_kw = {"config": config, "block": block, "as_job_min_bytes": as_job_min_bytes}
         if ds is None:
             ds, job_id = _publish_file(
-                srv, project, config.datasource, extract.path, "CreateNew", **publish_kw
+                session, project, config.datasource, extract.path, "CreateNew", **publish_kw
             )
         elif config.mode == "overwrite":  # no drift check: overwrite is the way out of drift
             ds, job_id = _publish_file(
-                srv, project, config.datasource, extract.path, "Overwrite", **publish_kw
+                session, project, config.datasource, extract.path, "Overwrite", **publish_kw
             )
         else:
-            _check_drift(srv, ds, extract.columns, server)
+            _check_drift(session, ds, extract.columns, block)
             if config.mode == "append":
                 ds, job_id = _publish_file(
-                    srv, project, config.datasource, extract.path, "Append", **publish_kw
+                    session, project, config.datasource, extract.path, "Append", **publish_kw
                 )
             else:
-                job_id = _update(srv, ds, extract, run_date, config, server, date_column)
+                job_id = _update(session, ds, extract, run_date, config, block, date_column)
         result = PublishResult(
             mode=config.mode,
             project_path=config.project,
@@ -518,27 +468,27 @@ def publish(
     return result
 
 
-def _check_update_api(srv: tsc.Server, config: TableauConfig, server: TableauServer) -> None:
-    if config.mode in {"replace_date", "upsert"} and not srv.check_at_least_version(
+def _check_update_api(session: tsc.Server, config: TableauConfig, block: TableauServer) -> None:
+    if config.mode in {"replace_date", "upsert"} and not session.check_at_least_version(
         UPDATE_API_VERSION
     ):
         raise PublishError(
             f"tableau.mode={config.mode} needs REST API {UPDATE_API_VERSION}+ (Tableau Server "
-            f"2021.3+ or Cloud); {server.server_url} speaks {srv.version}. Use mode=overwrite.",
+            f"2021.3+ or Cloud); {block.server_url} speaks {session.version}. Use mode=overwrite.",
             retryable=False,
         )
 
 
 def _update(
-    srv: tsc.Server,
+    session: tsc.Server,
     ds: tsc.DatasourceItem,
     extract: HyperExtract,
     run_date: date,
     config: TableauConfig,
-    server: TableauServer,
+    block: TableauServer,
     date_column: str,
 ) -> str:
-    _check_update_api(srv, config, server)
+    _check_update_api(session, config, block)
     with tempfile.TemporaryDirectory(dir=extract.path.parent, prefix=".payload-") as work:
         if config.mode == "replace_date":
             payload, stray = write_date_payload(
@@ -559,9 +509,11 @@ def _update(
         # A fresh request id per attempt: Tableau runs a request id only once, so reusing it
         # on a retried attempt would silently skip the retry.
         request_id = str(uuid.uuid4())
-        with _step(f"send the {config.mode} batch to datasource {ds.name!r}", server):
-            job = srv.datasources.update_hyper_data(
+        with translate_tableau_errors(
+            f"send the {config.mode} batch to datasource {ds.name!r}", block
+        ):
+            job = session.datasources.update_hyper_data(
                 ds, request_id=request_id, actions=actions, payload=str(payload)
             )
-    _wait(srv, job.id, f"{config.mode} {run_date}", config, server)
+    _wait(session, job.id, f"{config.mode} {run_date}", config, block)
     return job.id

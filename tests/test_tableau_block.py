@@ -9,13 +9,20 @@ import uuid
 
 import jwt
 import pytest
+import requests
 from prefect.blocks.core import Block
 from prefect.testing.standard_test_suites import BlockStandardTestSuite
 from pydantic import SecretStr, ValidationError
-from tableauserverclient.server.endpoint.exceptions import FailedSignInError
+from tableauserverclient.server.endpoint.exceptions import (
+    FailedSignInError,
+    InternalServerError,
+    NonXMLResponseError,
+    ServerResponseError,
+)
+from tableauserverclient.server.exceptions import EndpointUnavailableError
 
-from blocks.tableau import TableauServer
-from flows.errors import PublishError
+from blocks.tableau import TableauServer, translate_tableau_errors
+from flows.errors import ConfigError, PublishError
 
 PAT = {"token_name": "pipeline", "token_secret": "s3cr3t-pat-value"}
 APP = {
@@ -160,6 +167,49 @@ def test_unreachable_server_is_retryable():
     with pytest.raises(PublishError, match="unreachable") as info, block.sign_in():
         pass
     assert info.value.retryable
+
+
+def _answer(status: int) -> requests.Response:
+    response = requests.Response()
+    response.status_code, response._content = status, b"<html>Service Unavailable</html>"
+    return response
+
+
+@pytest.mark.parametrize(
+    ("exc", "retryable", "says"),
+    [
+        (FailedSignInError("401001", "Signin Error", "bad token"), False, "rejected the sign-in"),
+        (FailedSignInError("401002", "Signin Error", "replaced"), False, "one session at a time"),
+        (ServerResponseError("500000", "Internal", "boom"), True, "refused to look up"),
+        (ServerResponseError("429000", "Too Many Requests", "slow down"), True, "429000"),
+        (ServerResponseError("403007", "Exists", "datasource exists"), False, "Creator or Ex"),
+        (ServerResponseError("404002", "Not Found", "no project"), False, "tableau.project"),
+        (InternalServerError(_answer(503), "https://t.example.com/api"), True, "HTTP 503"),
+        (NonXMLResponseError(b"<html>Forbidden</html>"), False, "not a Tableau REST error"),
+        (EndpointUnavailableError("Requires 3.13"), False, "tableau.mode=overwrite"),
+        (requests.ConnectionError("reset by peer"), True, "unreachable"),
+        (requests.Timeout("read timed out"), True, "unreachable"),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else str(v),
+)
+def test_tableau_errors_are_translated_once_with_their_verdict(exc, retryable, says):
+    block = TableauServer(server_url="https://t.example.com", **PAT)
+    with (
+        pytest.raises(PublishError, match=says) as info,
+        translate_tableau_errors("look up project 'Ads'", block),
+    ):
+        raise exc
+    assert info.value.retryable is retryable
+    assert type(info.value) is PublishError and info.value.__context__ is exc
+    assert info.value.__cause__ is None  # the vendor error may reference a request with secrets
+
+
+@pytest.mark.parametrize("exc", [ConfigError("ours"), PublishError("ours"), ValueError("a bug")])
+def test_our_errors_and_unknown_ones_pass_the_translation_untouched(exc):
+    block = TableauServer(server_url="https://t.example.com", **PAT)
+    with pytest.raises(type(exc)) as info, translate_tableau_errors("do it", block):
+        raise exc
+    assert info.value is exc
 
 
 def test_sign_in_logs_hold_no_secret(tableau_fake, tableau_block, tableau_jwt_block, caplog):

@@ -13,6 +13,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from tableauserverclient.server.endpoint import datasources_endpoint, fileuploads_endpoint
+from tableauserverclient.server.endpoint.exceptions import (
+    InternalServerError,
+    ServerResponseError,
+)
+from tableauserverclient.server.exceptions import EndpointUnavailableError
 
 from flows.config import HyperConfig, TableauConfig
 from flows.errors import ConfigError, PublishError, SchemaDriftError
@@ -465,3 +470,36 @@ def test_fake_runs_a_request_id_once(tableau_fake, tableau_block, make_extract):
         projects, page = server.projects.get(tsc.RequestOptions(pagenumber=2, pagesize=3))
     assert tableau_fake.rows_by_date("ads") == {D1: 2, D2: 3}
     assert [p.name for p in projects] == ["c"] and page.total_available == 4
+
+
+def test_a_tsc_error_mid_publish_is_translated_once(tableau_fake, tableau_block, make_extract):
+    publish(tableau_block, make_extract(D1, 3), D1, _config(), date_column="date")
+
+    tableau_fake.fail("PATCH", r"/data$", 403, code="403004")
+    with pytest.raises(PublishError, match="Creator or Explorer") as denied:
+        publish(tableau_block, make_extract(D2, 1), D2, _config(), date_column="date")
+    assert str(denied.value).startswith("Tableau refused to send the replace_date batch")
+    assert not denied.value.retryable
+    assert isinstance(denied.value.__context__, ServerResponseError)  # straight from TSC's error
+
+    tableau_fake.fail("GET", r"/content$", 502)
+    with pytest.raises(PublishError, match="HTTP 502 while trying to download") as down:
+        publish(tableau_block, make_extract(D2, 1), D2, _config(), date_column="date")
+    assert down.value.retryable
+    assert isinstance(down.value.__context__, InternalServerError)
+    assert tableau_fake.rows_by_date("ads") == {D1: 3} and tableau_fake.active_sessions == 0
+
+
+def test_an_endpoint_tsc_refuses_is_explained(
+    tableau_fake, tableau_block, make_extract, monkeypatch
+):
+    publish(tableau_block, make_extract(D1, 3), D1, _config(), date_column="date")
+
+    def refuse(*args, **kwargs):
+        raise EndpointUnavailableError("update_hyper_data is not available in API version 3.12")
+
+    monkeypatch.setattr(datasources_endpoint.Datasources, "update_hyper_data", refuse)
+    with pytest.raises(PublishError, match=r"use tableau\.mode=overwrite on older") as info:
+        publish(tableau_block, make_extract(D2, 1), D2, _config(), date_column="date")
+    assert not info.value.retryable
+    assert tableau_fake.rows_by_date("ads") == {D1: 3} and tableau_fake.active_sessions == 0
