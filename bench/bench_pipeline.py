@@ -100,23 +100,27 @@ def _run(rows: int, server: str, home: Path) -> int:
 
     import flows.daily as daily
     import flows.steps as steps
+    import flows.tableau as tableau
     from standins.stack import local_stack
 
     own: dict[str, float] = {}
+    running: list[str] = []  # the stage being timed, which the slot's time is taken out of
 
     def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         def wrapper(*a: Any, **kw: Any) -> Any:
             started = time.perf_counter()
+            running.append(name)
             try:
                 return fn(*a, **kw)
             finally:
+                running.pop()
                 own[name] = own.get(name, 0.0) + time.perf_counter() - started
 
         return wrapper
 
     for stage, attr in STAGES:
         setattr(steps, attr, timed(stage, getattr(steps, attr)))
-    slot = _time_slot(steps)
+    slot = _time_slot(tableau, own, running)
     joins = _time_heartbeat_join()
 
     print(f"[{server}] seeding {rows:,} rows for {DAY} ...", flush=True)
@@ -202,23 +206,31 @@ class _SlotTimes(list[float]):
     real: Callable[..., Any]
 
 
-def _time_slot(steps: Any) -> _SlotTimes:
-    """Time taking and giving back the publish slot, apart from what runs inside it."""
+def _time_slot(tableau: Any, own: dict[str, float], running: list[str]) -> _SlotTimes:
+    """Time taking and giving back the publish slot, apart from what runs inside it.
+
+    The Tableau step takes the slot inside its own call, so that time is moved out of the
+    running stage's own time into the overhead, where the slot belongs.
+    """
     spent = _SlotTimes()
-    spent.real = steps.publish_slot
+    spent.real = tableau.publish_slot
+
+    def count(seconds: float) -> None:
+        spent.append(seconds)
+        own[running[-1]] = own.get(running[-1], 0.0) - seconds
 
     @contextmanager
     def timed_slot(*args: Any, **kwargs: Any) -> Iterator[Any]:
         started = time.perf_counter()
         with spent.real(*args, **kwargs) as hold:
-            spent.append(time.perf_counter() - started)
+            count(time.perf_counter() - started)
             try:
                 yield hold
             finally:
                 leaving = time.perf_counter()
-        spent.append(time.perf_counter() - leaving)
+        count(time.perf_counter() - leaving)
 
-    steps.publish_slot = timed_slot
+    tableau.publish_slot = timed_slot
     return spent
 
 

@@ -13,16 +13,14 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from functools import partial
 from pathlib import Path
 from typing import Final
-from uuid import UUID
 
 from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
-from prefect.runtime import flow_run
 from prefect.tasks import exponential_backoff
 
 from blocks import AwsWorkloadIdentityCredentials, TableauServer
@@ -31,12 +29,10 @@ from flows.config import PipelineConfig, RetryConfig
 from flows.errors import ConfigError, is_retryable, note_retries_spent, retry_if_transient
 from flows.gcs import DownloadedExport, download_export
 from flows.hyper import HyperExtract, build_hyper, hyper_columns
-from flows.publish_slot import publish_slot
 from flows.report import RunReport
-from flows.tableau import PublishResult, TargetCheck, check_target, publish
+from flows.tableau import SLOT_WAIT_SECONDS, PublishResult, TargetCheck, check_target, publish
 
 LOCAL_STEP_TIMEOUT: Final[float] = 2 * 3600  # download and build of a very large day
-LOCK_WAIT_SECONDS: Final[float] = 3 * 3600  # publishes queued behind other dates (backfills)
 
 
 _task = task(cache_policy=NO_CACHE, persist_result=False, retry_condition_fn=retry_if_transient)
@@ -58,10 +54,7 @@ def preflight_step(
     columns = hyper_columns(
         parquet_schema(dry_run.schema), file_format_version=config.hyper.file_format_version
     )
-    with _session_slot(tableau):
-        target = check_target(
-            tableau, config.tableau, columns, date_column=config.bigquery.date_column
-        )
+    target = check_target(tableau, config.tableau, columns, date_column=config.bigquery.date_column)
     return dry_run, target
 
 
@@ -111,26 +104,7 @@ def publish_step(
     tableau: TableauServer, extract: HyperExtract, day: date, config: PipelineConfig
 ) -> PublishResult:
     """Publish the extract; runs sharing one personal access token take turns."""
-    with _session_slot(tableau) as waited:
-        result = publish(
-            tableau, extract, day, config.tableau, date_column=config.bigquery.date_column
-        )
-    return replace(result, slot_wait_seconds=waited)
-
-
-@contextmanager
-def _session_slot(server: TableauServer) -> Iterator[float | None]:
-    """The token's publish slot (one session per PAT); connected-app sessions need none."""
-    if server.auth_method == "jwt":
-        yield None
-        return
-    with publish_slot(
-        server.concurrency_key,
-        timeout_seconds=LOCK_WAIT_SECONDS,
-        holder_run=UUID(flow_run.id) if flow_run.id else None,
-        holder_name=flow_run.name or "",
-    ) as hold:
-        yield hold.waited_seconds
+    return publish(tableau, extract, day, config.tableau, date_column=config.bigquery.date_column)
 
 
 @dataclass(frozen=True)
@@ -147,9 +121,9 @@ class Steps:
     @classmethod
     def configured(cls, config: PipelineConfig, report: RunReport) -> Steps:
         step = partial(with_retries, retry=config.retry, report=report)
-        tableau_seconds = config.tableau.job_timeout_seconds + LOCK_WAIT_SECONDS
+        tableau_seconds = config.tableau.job_timeout_seconds + SLOT_WAIT_SECONDS
         return cls(
-            step(preflight_step, timeout_seconds=LOCK_WAIT_SECONDS + 600),
+            step(preflight_step, timeout_seconds=SLOT_WAIT_SECONDS + 600),
             step(export_step, timeout_seconds=config.bigquery.job_timeout_seconds + 300),
             step(download_step, timeout_seconds=LOCAL_STEP_TIMEOUT),
             step(build_step, timeout_seconds=LOCAL_STEP_TIMEOUT),

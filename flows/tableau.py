@@ -1,7 +1,9 @@
 """Step 4: publish a Hyper extract to Tableau, idempotent per date.
 
 The block (`blocks.tableau`) signs in and translates what Tableau answers; this module makes the
-publish's REST calls through TSC, each inside `translate_tableau_errors`.
+publish's REST calls through TSC, each inside `translate_tableau_errors`. A personal access
+token allows one session at a time, so `check_target` and `publish` hold the token's publish
+slot (`flows.publish_slot`) while signed in; connected-app sign-ins need none.
 
 Modes (`TableauConfig.mode`):
 - replace_date: the first publish creates the datasource from the .hyper; every later run sends
@@ -28,13 +30,16 @@ import tempfile
 import uuid
 import zipfile
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Final
+from uuid import UUID
 
 import tableauserverclient as tsc
 from defusedxml import ElementTree as ET
+from prefect.runtime import flow_run
 from tableauserverclient.server.endpoint.exceptions import (
     JobCancelledException,
     JobFailedException,
@@ -45,9 +50,12 @@ from blocks.tableau import UPDATE_API_VERSION, TableauServer, translate_tableau_
 from flows.config import TableauConfig
 from flows.errors import ConfigError, PublishError, SchemaDriftError
 from flows.hyper import EXTRACT_SCHEMA, EXTRACT_TABLE, HyperExtract, write_date_payload
+from flows.publish_slot import publish_slot
 
 logger = logging.getLogger(__name__)
 
+SLOT_WAIT_SECONDS: Final[float] = 3 * 3600
+"""How long to wait for the token's slot: publishes queue behind other dates (backfills)."""
 AS_JOB_MIN_BYTES: Final[int] = 64 * 1024 * 1024
 """Publish files this big as an asynchronous job; TSC also uploads them in chunks from 64 MB."""
 RUN_DATE_TABLE: Final[str] = "pipeline_run_date"
@@ -139,6 +147,25 @@ def parse_tds_columns(content: bytes) -> list[tuple[str, str]]:
                 (record.findtext("remote-name") or "", record.findtext("local-type") or "")
             )
     return columns
+
+
+@contextmanager
+def _token_slot(block: TableauServer) -> Iterator[float | None]:
+    """Hold the token's publish slot (one session per PAT); yield the seconds waited for it.
+
+    Connected-app sessions do not displace each other: they take no slot and yield None.
+    """
+    if block.auth_method == "jwt":
+        yield None
+        return
+    run_id = flow_run.id  # None outside a flow run
+    with publish_slot(
+        block.concurrency_key,
+        timeout_seconds=SLOT_WAIT_SECONDS,
+        holder_run=UUID(run_id) if run_id else None,
+        holder_name=flow_run.name or "",
+    ) as hold:
+        yield hold.waited_seconds
 
 
 def _by_name(endpoint: object, name: str) -> Iterator[object]:
@@ -357,7 +384,7 @@ def check_target(
     published columns with the extract-to-be, so that Tableau problems fail before the export.
 
     Args:
-        block: The Tableau block (signed in to and out again).
+        block: The Tableau block, signed in to and out again under its token's publish slot.
         config: Project, datasource, mode, upsert keys.
         columns: (name, Hyper SQL type) the extract will have, from the view's dry-run schema.
         date_column: The DATE column that replace_date deletes by.
@@ -365,10 +392,11 @@ def check_target(
     Raises:
         ConfigError: The view lacks the date column or the upsert keys.
         SchemaDriftError: The view's columns differ from the datasource's (not in overwrite).
-        PublishError: The sign-in, the project or the REST version is refused.
+        PublishError: The sign-in, the project or the REST version is refused, or the
+            token's publish slot stayed taken for `SLOT_WAIT_SECONDS`.
     """
     _check_columns(columns, config, date_column, "view")
-    with block.sign_in() as session:
+    with _token_slot(block), block.sign_in() as session:
         project = _resolve_project(session, config, block)
         ds = _find_datasource(session, project, config.datasource, block)
         compared = 0
@@ -402,7 +430,8 @@ def publish(
     """Publish the extract according to `config.mode` (default: replace run_date's rows).
 
     Args:
-        block: The Tableau block to sign in with (signed out again in every case).
+        block: The Tableau block to sign in with (signed out again in every case), under
+            its token's publish slot.
         extract: The day's .hyper file ("Extract"."Extract").
         run_date: The day the extract holds.
         config: Project path, datasource name, mode, job timeout.
@@ -410,7 +439,8 @@ def publish(
         as_job_min_bytes: Publish files at least this big as an asynchronous job.
 
     Returns:
-        What was done: datasource id, whether it was created, the job id, rows sent.
+        What was done: datasource id, whether it was created, the job id, rows sent, and
+        how long it waited for the publish slot (None for a connected app: no slot).
 
     Raises:
         ConfigError: The extract lacks the date column or the upsert keys.
@@ -424,7 +454,7 @@ def publish(
             "use replace_date to keep one copy per date",
             run_date,
         )
-    with block.sign_in() as session:
+    with _token_slot(block) as slot_wait_seconds, block.sign_in() as session:
         project = _resolve_project(session, config, block)
         ds = _find_datasource(session, project, config.datasource, block)
         job_id, created = None, ds is None
@@ -454,6 +484,7 @@ def publish(
             job_id=job_id,
             rows_sent=extract.rows,
             url=ds.webpage_url,
+            slot_wait_seconds=slot_wait_seconds,
         )
     logger.info(
         "Published %d rows of %s to %s/%s (%s%s, job %s)",

@@ -1,4 +1,7 @@
-"""publish() against the fake Tableau REST server, with real extracts built from Parquet."""
+"""publish() against the fake Tableau REST server, with real extracts built from Parquet.
+
+publish() and check_target() take the token's publish slot, so the session's Prefect test server
+serves them too."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from prefect.client.orchestration import get_client
 from tableauserverclient.server.endpoint import datasources_endpoint, fileuploads_endpoint
 from tableauserverclient.server.endpoint.exceptions import (
     InternalServerError,
@@ -19,9 +23,11 @@ from tableauserverclient.server.endpoint.exceptions import (
 )
 from tableauserverclient.server.exceptions import EndpointUnavailableError
 
+import flows.tableau
 from flows.config import HyperConfig, TableauConfig
 from flows.errors import ConfigError, PublishError, SchemaDriftError
 from flows.hyper import HyperExtract, build_hyper
+from flows.publish_slot import publish_slot
 from flows.tableau import (
     RUN_DATE_TABLE,
     check_target,
@@ -31,7 +37,7 @@ from flows.tableau import (
     schema_drift,
 )
 
-pytestmark = pytest.mark.hyper
+pytestmark = [pytest.mark.hyper, pytest.mark.prefect]
 
 D1, D2, D3 = dt.date(2026, 11, 1), dt.date(2026, 11, 2), dt.date(2026, 11, 3)
 _SCHEMA = pa.schema(
@@ -43,6 +49,11 @@ _SCHEMA = pa.schema(
         ("ts", pa.timestamp("us", tz="UTC")),
     ]
 )
+
+
+@pytest.fixture(autouse=True)
+def _slots(prefect_server: None) -> None:
+    """The publish slot lives in Prefect's global concurrency limits."""
 
 
 @pytest.fixture
@@ -444,9 +455,10 @@ def test_create_race_is_retryable_and_the_retry_updates(tableau_fake, tableau_bl
 
 def test_publish_with_a_connected_app(tableau_fake, tableau_jwt_block, make_extract):
     publish(tableau_jwt_block, make_extract(D1, 2), D1, _config(), date_column="date")
-    publish(tableau_jwt_block, make_extract(D1, 2), D1, _config(), date_column="date")
+    result = publish(tableau_jwt_block, make_extract(D1, 2), D1, _config(), date_column="date")
 
     assert tableau_fake.rows_by_date("ads") == {D1: 2}
+    assert result.slot_wait_seconds is None  # connected-app sessions take no slot
     assert tableau_fake.active_sessions == 0
 
 
@@ -470,6 +482,31 @@ def test_fake_runs_a_request_id_once(tableau_fake, tableau_block, make_extract):
         projects, page = server.projects.get(tsc.RequestOptions(pagenumber=2, pagesize=3))
     assert tableau_fake.rows_by_date("ads") == {D1: 2, D2: 3}
     assert [p.name for p in projects] == ["c"] and page.total_available == 4
+
+
+def test_a_pat_publish_holds_the_tokens_slot_and_says_how_long_it_waited(
+    tableau_fake, tableau_block, make_extract
+):
+    result = publish(tableau_block, make_extract(D1, 2), D1, _config(), date_column="date")
+
+    assert result.slot_wait_seconds is not None and 0 <= result.slot_wait_seconds < 1
+    with get_client(sync_client=True) as client:
+        limit = client.read_global_concurrency_limit_by_name(tableau_block.concurrency_key)
+    assert limit.limit == 1 and limit.active_slots == 0  # given back after the sign-out
+
+
+def test_the_preflight_waits_for_the_tokens_slot_before_signing_in(
+    tableau_fake, tableau_block, make_extract, monkeypatch
+):
+    monkeypatch.setattr(flows.tableau, "SLOT_WAIT_SECONDS", 1)
+    extract = make_extract(D1, 1)
+    signins = tableau_fake.signins
+    with (
+        publish_slot(tableau_block.concurrency_key, timeout_seconds=30),  # another run holds it
+        pytest.raises(PublishError, match="Waited 1 s for publish slot tableau-pat-"),
+    ):
+        check_target(tableau_block, _config(), extract.columns, date_column="date")
+    assert tableau_fake.signins == signins  # it never signed in: the holder's session is safe
 
 
 def test_a_tsc_error_mid_publish_is_translated_once(tableau_fake, tableau_block, make_extract):
