@@ -451,7 +451,7 @@ class FakeTableauServer(LoopbackServer):
             (m for m in ("overwrite", "append", "createnew") if request.arg(m) == "true"), ""
         )
         if mode == "createnew" and existing:
-            # What Tableau answers when CreateNew meets an existing name (see FACTS.md).
+            # What Tableau answers when CreateNew meets an existing name (flows.tableau reads it).
             return _error(403, "403007", "Forbidden", f"Datasource {name!r} already exists")
         ds = (
             existing[0]
