@@ -28,7 +28,7 @@ import requests
 from google.api_core import exceptions as gapi
 from google.cloud import bigquery
 
-from flows.config import BigQueryConfig, GcsConfig
+from flows.config import BUCKET_NAME, BigQueryConfig, GcsConfig, check_column, split_view
 from flows.errors import ConfigError, ExportError, is_retryable
 
 logger = logging.getLogger(__name__)
@@ -36,14 +36,9 @@ logger = logging.getLogger(__name__)
 PIPELINE_LABEL: Final = "bq-tableau"
 """Value of the `pipeline` label on every job, to find them in INFORMATION_SCHEMA.JOBS."""
 
-# Defence in depth: config.py validates these too, but the SQL builder must be safe on its own.
-_PROJECT_RE: Final = re.compile(r"[a-z][a-z0-9:-]{4,62}[a-z0-9]")
-_DATASET_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,1023}")
-_TABLE_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,1023}")
-_COLUMN_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,299}")
 _ATTEMPT_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 _EXPORT_URI_RE: Final = re.compile(
-    r"gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]/[A-Za-z0-9._=:/-]+/part-\*\.parquet"
+    rf"gs://{BUCKET_NAME.pattern}/[A-Za-z0-9._=:/-]+/part-\*\.parquet"
 )
 _COMPRESSIONS: Final = frozenset({"SNAPPY", "GZIP", "ZSTD", "NONE"})
 _LABEL_VALUE_BAD: Final = re.compile(r"[^a-z0-9_-]")
@@ -97,15 +92,13 @@ def quote_view(view: str) -> str:
     """Return `view` (`project.dataset.view`) as a backquoted identifier, after validating it.
 
     Raises:
-        ConfigError: the name is not three valid, plain BigQuery identifiers.
+        ConfigError: the name breaks the config's identifier rules (`flows.config.split_view`).
     """
-    parts = view.split(".")
-    checks = (_PROJECT_RE, _DATASET_RE, _TABLE_RE)
-    if len(parts) != 3 or not all(rx.fullmatch(p) for rx, p in zip(checks, parts, strict=True)):
-        raise ConfigError(
-            f"bigquery.view {view!r} is not a plain `project.dataset.view` name "
-            "(letters, digits, '_' and '-' only). Fix bigquery.view."
-        )
+    try:
+        split_view(view)
+    except ValueError as exc:
+        raise ConfigError(f"{exc}. Fix bigquery.view.") from exc
+    # One pair of backquotes is enough: the rules admit no backquote, backslash or space.
     return f"`{view}`"
 
 
@@ -113,13 +106,12 @@ def quote_column(column: str) -> str:
     """Return `column` backquoted, after validating it.
 
     Raises:
-        ConfigError: not a plain column name.
+        ConfigError: not a plain column name (`flows.config.check_column`).
     """
-    if not _COLUMN_RE.fullmatch(column):
-        raise ConfigError(
-            f"bigquery.date_column {column!r} is not a plain column name "
-            "(letters, digits and '_'). Fix bigquery.date_column."
-        )
+    try:
+        check_column(column)
+    except ValueError as exc:
+        raise ConfigError(f"{exc}. Fix bigquery.date_column.") from exc
     return f"`{column}`"
 
 
@@ -334,7 +326,7 @@ def _translate(
     """Turn a vendor error into an ExportError whose message says what to fix."""
     reasons = {e.get("reason") for e in getattr(exc, "errors", None) or [] if isinstance(e, dict)}
     detail = getattr(exc, "message", None) or str(exc)
-    project, dataset, _ = bq.view.split(".")
+    project, dataset, _ = split_view(bq.view)
     if "bytesBilledLimitExceeded" in reasons:
         message = (
             f"BigQuery stopped the export of {bq.view}: it would bill more than "

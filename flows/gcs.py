@@ -22,12 +22,12 @@ from google.cloud.storage import transfer_manager
 from google.resumable_media.common import DataCorruption
 
 from flows.bigquery import ExportManifest
-from flows.config import GcsConfig
+from flows.config import BUCKET_NAME, GcsConfig
 from flows.errors import DownloadError, is_retryable
 
 logger = logging.getLogger(__name__)
 
-_GS_URI_RE: Final = re.compile(r"gs://(?P<bucket>[a-z0-9][a-z0-9._-]{1,220}[a-z0-9])/(?P<name>.+/)")
+_GS_URI_RE: Final = re.compile(rf"gs://(?P<bucket>{BUCKET_NAME.pattern})/(?P<name>.+/)")
 _FILE_NAME_RE: Final = re.compile(r"[A-Za-z0-9_=-][A-Za-z0-9._=-]{0,254}")
 _GCS_ERRORS: Final = (gapi.GoogleAPICallError, gapi.RetryError, requests.RequestException)
 

@@ -60,6 +60,12 @@ def test_bad_view_names_are_refused(view: str) -> None:
         export_statement(view, "date", URI, "SNAPPY")
 
 
+def test_a_domain_scoped_project_is_refused_by_the_sql_builder_too() -> None:
+    with pytest.raises(ConfigError, match="domain-scoped projects are not supported") as caught:
+        export_statement("example.com:my-project.mart.view", "date", URI, "SNAPPY")
+    assert str(caught.value).endswith("Fix bigquery.view.")
+
+
 @pytest.mark.parametrize("column", ["date` = date OR `1", "da te", "1date", "", "date;"])
 def test_bad_date_columns_are_refused(column: str) -> None:
     with pytest.raises(ConfigError, match=r"bigquery\.date_column"):
