@@ -82,7 +82,9 @@ class ExportManifest:
     estimated_bytes: int  # from the dry run
     bytes_processed: int | None
     bytes_billed: int | None
-    schema: tuple[tuple[str, str], ...]  # (column, BigQuery type) of the exported SELECT
+    # (column, BigQuery type) of the exported SELECT, from the dry run: the download hands it
+    # on (as `parquet_schema`) for an empty day on which the export wrote no file.
+    schema: tuple[tuple[str, str], ...]
 
 
 # --- pure functions: names and SQL ---------------------------------------------------------

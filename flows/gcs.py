@@ -2,8 +2,9 @@
 
 Lists exactly the attempt's prefix (never a parent, so an earlier attempt's files cannot slip
 in), downloads the objects in parallel threads with `transfer_manager`, each streamed to disk
-and checked against the object's CRC32C, then reads only the Parquet footers to check that the
-files hold as many rows as BigQuery said it exported.
+and checked against the object's CRC32C, then reads only the Parquet footers: their rows and
+their one shared schema are handed on to the build, which checks the rows against BigQuery's
+exported count and derives the extract's table from the schema.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import requests
 from google.api_core import exceptions as gapi
@@ -21,7 +23,7 @@ from google.cloud import storage
 from google.cloud.storage import transfer_manager
 from google.resumable_media.common import DataCorruption
 
-from flows.bigquery import ExportManifest
+from flows.bigquery import ExportManifest, parquet_schema
 from flows.config import BUCKET_NAME, GcsConfig
 from flows.errors import DownloadError, is_retryable
 
@@ -34,12 +36,14 @@ _GCS_ERRORS: Final = (gapi.GoogleAPICallError, gapi.RetryError, requests.Request
 
 @dataclass(frozen=True)
 class DownloadedExport:
-    """The attempt's Parquet files on local disk, checked against the export."""
+    """The attempt's Parquet files on local disk, CRC32C-checked, with what their footers say."""
 
     files: tuple[Path, ...]
     bytes: int
     rows: int  # summed from the Parquet footers
-    schema: tuple[tuple[str, str], ...] = ()  # (column, Arrow type) from the Parquet footer
+    # The files' one schema; for a day without files, what the export would have written
+    # (`flows.bigquery.parquet_schema` of the dry run's columns).
+    schema: pa.Schema
 
 
 def split_gs_uri(uri_prefix: str) -> tuple[str, str]:
@@ -59,17 +63,22 @@ def download_export(
 ) -> DownloadedExport:
     """Download exactly the manifest's attempt prefix into `dest_dir`, CRC32C-checked.
 
+    Reads the footers once: the rows and the shared schema are handed on in the result, for the
+    build to check against BigQuery's count (`manifest.rows`) and to define the extract with.
+
     Raises:
-        DownloadError: nothing to download, a failed or corrupt download (retryable), a row
-            count that differs from the export's, or an empty day under `gcs.empty_day=fail`.
-            On failure no file of this attempt is left in `dest_dir`.
+        DownloadError: nothing to download, a failed or corrupt download (retryable), files
+            that are not Parquet or disagree on their columns, or an empty day under
+            `gcs.empty_day=fail`. On failure no file of this attempt is left in `dest_dir`.
     """
     bucket_name, prefix = split_gs_uri(manifest.uri_prefix)
     blobs = _list(client, bucket_name, prefix, manifest)
     if not blobs:
         if manifest.rows == 0:
             _empty_day(manifest, gcs)
-            return DownloadedExport(files=(), bytes=0, rows=0)
+            return DownloadedExport(
+                files=(), bytes=0, rows=0, schema=parquet_schema(manifest.schema)
+            )
         raise DownloadError(
             f"No files under {manifest.uri_prefix}, although BigQuery job {manifest.job_id} "
             f"reported {manifest.rows} rows in {manifest.files} files. Check that gcs.bucket is "
@@ -84,14 +93,7 @@ def download_export(
     targets = [path for _, path in pairs]
     try:
         _download(pairs, gcs, manifest)
-        rows, schema = _footer_rows(targets, manifest)
-        if manifest.rows is not None and rows != manifest.rows:
-            raise DownloadError(
-                f"The Parquet files under {manifest.uri_prefix} hold {rows} rows, but BigQuery "
-                f"job {manifest.job_id} exported {manifest.rows}. Rerun the export; if it "
-                "persists, something else writes under gcs.prefix.",
-                retryable=False,
-            )
+        rows, schema = _read_footers(targets, manifest)
         if rows == 0:
             _empty_day(manifest, gcs)
     except BaseException:
@@ -190,31 +192,53 @@ def _download(
     raise DownloadError(message, retryable=retryable) from first
 
 
-def _footer_rows(
-    paths: list[Path], manifest: ExportManifest
-) -> tuple[int, tuple[tuple[str, str], ...]]:
+def _read_footers(paths: list[Path], manifest: ExportManifest) -> tuple[int, pa.Schema]:
     """Sum the rows in the Parquet footers (no data pages are read) and check one schema."""
     rows = 0
-    schema = None
+    schema: pa.Schema | None = None
     for path in paths:
         try:
-            metadata = pq.read_metadata(path)
-        except (OSError, ValueError) as exc:  # pyarrow raises ArrowInvalid (a ValueError)
+            with pq.ParquetFile(path) as parquet:
+                file_schema = parquet.schema_arrow
+                rows += parquet.metadata.num_rows
+        except (OSError, pa.ArrowException) as exc:
             raise DownloadError(
-                f"{path.name} of {manifest.uri_prefix} is not a readable Parquet file ({exc}). "
-                "Rerun the export.",
+                f"Cannot read the Parquet footer of {path.name} of {manifest.uri_prefix} "
+                f"({exc}). Rerun the export.",
                 retryable=False,
             ) from exc
-        rows += metadata.num_rows
-        columns = tuple((f.name, str(f.type)) for f in metadata.schema.to_arrow_schema())
-        if schema is not None and columns != schema:
+        if schema is None:
+            schema = file_schema
+        elif not _same_columns(schema, file_schema):
             raise DownloadError(
-                f"The files under {manifest.uri_prefix} disagree on their columns; "
-                "rerun the export into a new attempt.",
+                f"{path.name} does not have the same columns as {paths[0].name}; all files of "
+                f"one export must share a schema; rerun the export into a new attempt "
+                f"({manifest.uri_prefix}):\n" + _schema_diff(schema, file_schema),
                 retryable=False,
             )
-        schema = columns
-    return rows, schema or ()
+    assert schema is not None  # download_export calls this with at least one file
+    return rows, schema
+
+
+def _same_columns(a: pa.Schema, b: pa.Schema) -> bool:
+    # Nullability and metadata may differ between writers; names and types may not.
+    return [(f.name, f.type) for f in a] == [(f.name, f.type) for f in b]
+
+
+def _schema_diff(a: pa.Schema, b: pa.Schema) -> str:
+    """Column-by-column differences of `b` against `a`, by name."""
+    types_a = {f.name: f.type for f in a}
+    types_b = {f.name: f.type for f in b}
+    lines = [f"  missing: {n!r} {t}" for n, t in types_a.items() if n not in types_b]
+    lines += [f"  extra: {n!r} {t}" for n, t in types_b.items() if n not in types_a]
+    lines += [
+        f"  {n!r}: {t} vs {types_b[n]}"
+        for n, t in types_a.items()
+        if n in types_b and types_b[n] != t
+    ]
+    if not lines:
+        lines = [f"  same columns in another order: {', '.join(map(repr, b.names))}"]
+    return "\n".join(lines)
 
 
 def _empty_day(manifest: ExportManifest, gcs: GcsConfig) -> None:

@@ -2,11 +2,13 @@
 
 Hyper reads the Parquet files itself with `INSERT ... SELECT ... FROM external(ARRAY[...])`
 (https://tableau.github.io/hyper-db/docs/sql/external/syntax), so no row passes through Python
-and the process stays small. Python only reads the files' footers (pyarrow) to derive the table
-definition by the mapping of `hyper_type_for`, documented in docs/hyper.md.
+and the process stays small. The files' schema and row count come from the download, which has
+read their footers; the table definition follows from the schema by the mapping of
+`hyper_columns`, documented in docs/hyper.md.
 
-The build writes a temporary file next to `out_path`, verifies the row count, and only then
-moves it into place, so a failed build never leaves a half-written extract behind.
+The build checks the footers' rows against BigQuery's exported count, writes a temporary file
+next to `out_path`, verifies the loaded count, and only then moves it into place, so a failed
+build never leaves a half-written extract behind.
 """
 
 from __future__ import annotations
@@ -20,10 +22,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from tableauhyperapi import (
     Connection,
     CreateMode,
@@ -39,6 +40,9 @@ from tableauhyperapi import (
 
 from flows.config import HyperConfig
 from flows.errors import BuildError
+
+if TYPE_CHECKING:
+    from flows.gcs import DownloadedExport
 
 logger = logging.getLogger(__name__)
 
@@ -205,52 +209,6 @@ def hyper_columns(schema: pa.Schema, *, file_format_version: int) -> tuple[tuple
     return tuple(columns)
 
 
-def _read_footers(files: Sequence[Path]) -> tuple[pa.Schema, int]:
-    """Read every file's footer only; return the shared schema and the total row count."""
-    if not files:
-        raise BuildError("No Parquet files to build the extract from; the export produced none.")
-    schema: pa.Schema | None = None
-    first = files[0]
-    total = 0
-    for path in files:
-        try:
-            with pq.ParquetFile(path) as parquet:
-                file_schema = parquet.schema_arrow
-                total += parquet.metadata.num_rows
-        except (OSError, pa.ArrowException) as exc:
-            raise BuildError(f"Cannot read the Parquet footer of {path}: {exc}") from exc
-        if schema is None:
-            schema = file_schema
-        elif not _same_columns(schema, file_schema):
-            raise BuildError(
-                f"{path.name} does not have the same columns as {first.name}; all files of one "
-                "export must share a schema:\n" + _schema_diff(schema, file_schema)
-            )
-    assert schema is not None
-    return schema, total
-
-
-def _same_columns(a: pa.Schema, b: pa.Schema) -> bool:
-    # Nullability and metadata may differ between writers; names and types may not.
-    return [(f.name, f.type) for f in a] == [(f.name, f.type) for f in b]
-
-
-def _schema_diff(a: pa.Schema, b: pa.Schema) -> str:
-    """Column-by-column differences of `b` against `a`, by name."""
-    types_a = {f.name: f.type for f in a}
-    types_b = {f.name: f.type for f in b}
-    lines = [f"  missing: {n!r} {t}" for n, t in types_a.items() if n not in types_b]
-    lines += [f"  extra: {n!r} {t}" for n, t in types_b.items() if n not in types_a]
-    lines += [
-        f"  {n!r}: {t} vs {types_b[n]}"
-        for n, t in types_a.items()
-        if n in types_b and types_b[n] != t
-    ]
-    if not lines:
-        lines = [f"  same columns in another order: {', '.join(map(repr, b.names))}"]
-    return "\n".join(lines)
-
-
 def _hyper_message(exc: HyperException) -> str:
     """The readable part of a Hyper error: main message, hint and causes, without context ids."""
     parts: list[str] = []
@@ -297,46 +255,42 @@ def _create_and_load(
 
 
 def build_hyper(
-    files: Sequence[Path],
+    download: DownloadedExport,
     out_path: Path,
     config: HyperConfig,
     *,
-    expected_rows: int | None,
+    exported_rows: int | None,
     log_dir: Path,
-    empty_schema: pa.Schema | None = None,
 ) -> HyperExtract:
-    """Load the Parquet files into a new .hyper at `out_path` with Hyper's own SQL.
+    """Load the downloaded Parquet files into a new .hyper at `out_path` with Hyper's own SQL.
 
     Args:
-        files: The downloaded Parquet files of one export; they must share one schema. None
-            (an empty day for which the export wrote no file) builds an empty extract with
-            the columns of `empty_schema`.
+        download: The download's files with the rows and the one schema their footers hold
+            (no footer is read again here). No files (an empty day on which the export wrote
+            none) builds an empty extract with the columns of `download.schema`.
         out_path: Where the extract goes; replaced atomically only after a verified build.
         config: File format version and telemetry.
-        expected_rows: The export manifest's row count; None to trust the Parquet footers.
+        exported_rows: BigQuery's exported row count (the export manifest's `rows`); None when
+            BigQuery gave none, and then the footers' count is all there is to check against.
         log_dir: Directory for hyperd.log (created if missing), e.g. the run's work dir.
-        empty_schema: The view's columns as the export would write them
-            (`flows.bigquery.parquet_schema`), for a day without files.
 
     Returns:
         The built extract with its row count and (name, Hyper SQL type) columns.
 
     Raises:
-        BuildError: Unreadable or mismatched files, unsupported column types, a row count
-            that differs from the manifest, or a Hyper failure. Nothing is left at out_path.
+        BuildError: Files holding another row count than BigQuery exported, unsupported column
+            types, a loaded count that differs, or a Hyper failure. Nothing is left at out_path.
     """
     started = time.monotonic()
-    files = [Path(f) for f in files]
-    if not files and empty_schema is not None:
-        schema, footer_rows = empty_schema, 0
-    else:
-        schema, footer_rows = _read_footers(files)
-    columns = hyper_columns(schema, file_format_version=config.file_format_version)
-    if expected_rows is not None and expected_rows != footer_rows:
+    files = list(download.files)
+    if exported_rows is not None and exported_rows != download.rows:
         raise BuildError(
-            f"The export manifest says {expected_rows} rows but the {len(files)} Parquet files "
-            f"hold {footer_rows}; the download is incomplete or stale. Rerun the export."
+            f"The export manifest says {exported_rows} rows but the {len(files)} Parquet files "
+            f"hold {download.rows}: the files are not what BigQuery exported, so nothing was "
+            "built. Rerun the date (a new export attempt); if it persists, something else "
+            "writes or deletes under gcs.prefix."
         )
+    columns = hyper_columns(download.schema, file_format_version=config.file_format_version)
     out_path, log_dir = Path(out_path), Path(log_dir)
     for directory in (out_path.parent, log_dir):
         try:
@@ -347,10 +301,10 @@ def build_hyper(
     tmp_path = out_path.with_name(f".{out_path.stem}.{uuid.uuid4().hex}.building.hyper")
     try:
         rows = _build(files, tmp_path, columns, config, log_dir)
-        if rows != footer_rows:
+        if rows != download.rows:  # = exported_rows, checked above
             raise BuildError(
                 f"Hyper loaded {rows} rows from {len(files)} Parquet files that hold "
-                f"{footer_rows}; the extract was not written."
+                f"{download.rows}; the extract was not written. Rerun the date."
             )
         os.replace(tmp_path, out_path)
     finally:

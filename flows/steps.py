@@ -90,12 +90,7 @@ def build_step(
 ) -> HyperExtract:
     """Load the Parquet files into a Hyper extract with Hyper's own SQL."""
     return build_hyper(
-        files.files,
-        work_dir / "extract.hyper",
-        config.hyper,
-        expected_rows=files.rows,
-        log_dir=work_dir,
-        empty_schema=parquet_schema(export.schema),  # an empty day without files
+        files, work_dir / "extract.hyper", config.hyper, exported_rows=export.rows, log_dir=work_dir
     )
 
 

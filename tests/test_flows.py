@@ -6,6 +6,7 @@ production are the endpoints in the configuration (`standins.stack`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -34,7 +35,7 @@ import flows.report
 import flows.steps
 from flows.backfill import backfill
 from flows.config import PipelineConfig
-from flows.errors import ConfigError, ExportError, PipelineError, PublishError
+from flows.errors import BuildError, ConfigError, ExportError, PipelineError, PublishError
 from standins.aws import MotoAws
 from standins.demo import run_logs
 from standins.emulators import BigQueryEmulator, GcsEmulator
@@ -373,6 +374,29 @@ def test_permanent_failure_fails_at_once_and_a_rerun_is_exact(
 
     assert len(calls) == 2
     assert world.tableau.rows_by_date(DATASOURCE) == {DAY: expected[DAY]}
+
+
+def test_files_that_differ_from_bigquerys_exported_count_fail_the_build_and_change_nothing(
+    world: LocalStack, config: PipelineConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    expected = bq_rows_by_date(world)
+    daily.daily_refresh(config=config, run_date=DAY)
+    rows_before = world.tableau.rows(DATASOURCE, order_by="1, 2, 3, 4")
+    real = flows.steps.export_view
+
+    def one_more_row(*args: Any, **kwargs: Any) -> Any:  # BigQuery's count, not the files'
+        manifest = real(*args, **kwargs)
+        return dataclasses.replace(manifest, rows=manifest.rows + 1)
+
+    monkeypatch.setattr(flows.steps, "export_view", one_more_row)
+
+    with pytest.raises(BuildError) as raised:
+        daily.daily_refresh(config=config, run_date=DAY)
+    rows = expected[DAY]
+    assert f"manifest says {rows + 1} rows but the 1 Parquet files hold {rows}" in str(raised.value)
+    assert world.tableau.rows(DATASOURCE, order_by="1, 2, 3, 4") == rows_before
+    report = Artifact.get("run-report")
+    assert report is not None and "BuildError" in report.data
 
 
 def test_publish_failures_retry_or_fail_then_a_rerun_is_exact(

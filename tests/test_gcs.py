@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from datetime import date
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from prefect import flow, task
 
 from flows.bigquery import ExportManifest, export_view, parquet_schema
-from flows.config import BigQueryConfig, GcsConfig
-from flows.errors import DownloadError, retry_if_transient
+from flows.config import BigQueryConfig, GcsConfig, HyperConfig
+from flows.errors import BuildError, DownloadError, retry_if_transient
 from flows.gcs import delete_export, download_export, split_gs_uri
-from flows.hyper import hyper_columns
+from flows.hyper import build_hyper, hyper_columns
 from tests.plugins.emulators import EMPTY_DATE, MART_ROWS_PER_DAY
 
 pytestmark = pytest.mark.emulator
@@ -53,7 +55,7 @@ def test_download_holds_exactly_the_days_rows(
     assert result.rows == MART_ROWS_PER_DAY
     assert result.bytes == sum(p.stat().st_size for p in result.files) > 0
     assert all(p.parent == tmp_path / "work" for p in result.files)
-    assert ("cost", "decimal128(38, 9)") in result.schema
+    assert result.schema.field("cost").type == pa.decimal128(38, 9)  # from the footer
     assert any(r["campaign_name"] == "春の新生活セール" for r in got)
     assert any(r["ctr"] is None for r in got) and any(r["conversions"] is None for r in got)
 
@@ -184,7 +186,22 @@ def test_empty_day_allowed_returns_the_empty_files_with_their_schema(
 
     assert result.rows == 0
     assert _rows_from_parquet(result.files) == []
-    assert [name for name, _ in result.schema][:2] == ["date", "campaign_id"]
+    assert result.schema.names[:2] == ["date", "campaign_id"]
+
+
+def test_an_allowed_empty_day_without_files_hands_on_the_dry_runs_schema(
+    bq_client, gcs_client, ad_datamart, staging_bucket, tmp_path
+) -> None:
+    # local-bigquery always writes a file; BigQuery may write none for zero rows.
+    manifest = _export(bq_client, ad_datamart, staging_bucket, day=EMPTY_DATE)
+    none = dataclasses.replace(manifest, uri_prefix=manifest.uri_prefix.replace("run-1", "run-2"))
+    gcs = GcsConfig(bucket=staging_bucket, empty_day="allow")
+
+    result = download_export(gcs_client, none, tmp_path, gcs)
+
+    assert (result.files, result.rows, result.bytes) == ((), 0, 0)
+    assert result.schema == parquet_schema(manifest.schema)
+    assert result.schema.names[:2] == ["date", "campaign_id"]
 
 
 def test_nothing_under_the_prefix_is_a_clear_error(
@@ -200,9 +217,59 @@ def test_nothing_under_the_prefix_is_a_clear_error(
 def test_row_count_differing_from_the_export_fails(
     bq_client, gcs_client, ad_datamart, staging_bucket, tmp_path
 ) -> None:
+    # The download hands the footers' count on; the build checks it against BigQuery's.
     manifest = dataclasses.replace(_export(bq_client, ad_datamart, staging_bucket), rows=41)
+    files = download_export(
+        gcs_client, manifest, tmp_path / "work", GcsConfig(bucket=staging_bucket)
+    )
+    assert files.rows == 40
 
-    with pytest.raises(DownloadError, match=r"hold 40 rows, but BigQuery job \S+ exported 41"):
+    out = tmp_path / "day.hyper"
+    with pytest.raises(BuildError, match=r"manifest says 41 rows .* the 1 Parquet files hold 40"):
+        build_hyper(files, out, HyperConfig(), exported_rows=manifest.rows, log_dir=tmp_path)
+    assert not out.exists()
+
+
+def _put_beside_the_export(gcs_client, manifest: ExportManifest, name: str, data: bytes) -> None:
+    bucket, prefix = split_gs_uri(manifest.uri_prefix)
+    gcs_client.bucket(bucket).blob(f"{prefix}{name}").upload_from_string(data)
+
+
+def test_files_with_different_schemas_are_refused(
+    bq_client, gcs_client, ad_datamart, staging_bucket, tmp_path
+) -> None:
+    manifest = _export(bq_client, ad_datamart, staging_bucket)
+    exported = download_export(
+        gcs_client, manifest, tmp_path / "a", GcsConfig(bucket=staging_bucket)
+    )
+    table = pq.read_table(exported.files[0]).drop_columns(["device"])
+    table = table.set_column(
+        table.schema.get_field_index("clicks"), "clicks", table["clicks"].cast(pa.string())
+    )
+    odd = pa.BufferOutputStream()
+    pq.write_table(table, odd)
+    _put_beside_the_export(gcs_client, manifest, "part-odd.parquet", odd.getvalue().to_pybytes())
+
+    dest = tmp_path / "b"
+    with pytest.raises(DownloadError) as info:
+        download_export(gcs_client, manifest, dest, GcsConfig(bucket=staging_bucket))
+    message = str(info.value)
+    assert re.search(
+        r"part-odd.parquet does not have the same columns as part-\w+\.parquet", message
+    )
+    assert "missing: 'device' string" in message
+    assert "'clicks': int64 vs string" in message
+    assert not info.value.retryable
+    assert list(dest.iterdir()) == []
+
+
+def test_a_file_that_is_not_parquet_is_a_clear_error(
+    bq_client, gcs_client, ad_datamart, staging_bucket, tmp_path
+) -> None:
+    manifest = _export(bq_client, ad_datamart, staging_bucket)
+    _put_beside_the_export(gcs_client, manifest, "part-junk.parquet", b"not parquet at all")
+
+    with pytest.raises(DownloadError, match=r"Cannot read the Parquet footer of part-junk.parquet"):
         download_export(gcs_client, manifest, tmp_path, GcsConfig(bucket=staging_bucket))
     assert list(tmp_path.iterdir()) == []
 
