@@ -152,14 +152,15 @@ def _batches(files: list[Path], limit: int | None) -> Iterator[pa.RecordBatch]:
 
 def run_build_hyper(files: list[Path], out: Path, rows: int, work: Path) -> int:
     from flows.config import HyperConfig
-    from flows.gcs import DownloadedExport
     from flows.hyper import build_hyper
 
     # The footer pass is the download's now; timed here too, as it was when the build did it.
     schema = pq.read_schema(files[0])
-    footer_rows = sum(pq.read_metadata(path).num_rows for path in files)
-    download = DownloadedExport(tuple(files), 0, footer_rows, schema)
-    return build_hyper(download, out, HyperConfig(), exported_rows=rows, log_dir=work).rows
+    file_rows = sum(pq.read_metadata(path).num_rows for path in files)
+    config = HyperConfig()
+    return build_hyper(
+        files, out, config, schema=schema, file_rows=file_rows, exported_rows=rows, log_dir=work
+    ).rows
 
 
 def run_inserter(files: list[Path], out: Path, rows: int, work: Path) -> int:
@@ -226,7 +227,6 @@ def _import_for(variant: str) -> None:
     if variant.startswith("pantab"):
         import pantab  # noqa: F401
     else:
-        import flows.gcs  # build_hyper takes a flows.gcs.DownloadedExport
         import flows.hyper  # noqa: F401
 
 

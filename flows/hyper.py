@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 import pyarrow as pa
 from tableauhyperapi import (
@@ -30,19 +30,14 @@ from tableauhyperapi import (
     CreateMode,
     HyperException,
     HyperProcess,
-    SqlType,
     TableName,
     Telemetry,
-    TypeTag,
     escape_name,
     escape_string_literal,
 )
 
 from flows.config import HyperConfig
 from flows.errors import BuildError
-
-if TYPE_CHECKING:
-    from flows.gcs import DownloadedExport
 
 logger = logging.getLogger(__name__)
 
@@ -135,26 +130,6 @@ def _map_type(arrow_type: pa.DataType, version: int) -> str | _Refusal:
     if pa.types.is_null(t):
         return _Refusal("the column has no type (all NULL)", "CAST(NULL AS STRING) AS {c}")
     return _Refusal(f"{t} has no Hyper type", "CAST({c} AS STRING) AS {c}")
-
-
-def hyper_type_for(arrow_type: pa.DataType, *, file_format_version: int = 3) -> str:
-    """Map an Arrow type (as pyarrow reads it from a Parquet footer) to a Hyper SQL type.
-
-    Args:
-        arrow_type: The column's Arrow type.
-        file_format_version: The Hyper file format the extract will have; 32-bit floats
-            become REAL from version 4 and DOUBLE PRECISION before.
-
-    Returns:
-        The Hyper SQL type, e.g. `NUMERIC(38,9)` or `TIMESTAMPTZ`.
-
-    Raises:
-        BuildError: The type has no Hyper equivalent (lists, structs, maps, uint64,
-            decimals over 38 digits, ...) or needs a newer file format; the message says
-            what to cast it to or which version to set.
-    """
-    schema = pa.schema([pa.field("<column>", arrow_type)])
-    return hyper_columns(schema, file_format_version=file_format_version)[0][1]
 
 
 def _bq_name(name: str) -> str:
@@ -255,21 +230,25 @@ def _create_and_load(
 
 
 def build_hyper(
-    download: DownloadedExport,
+    files: Sequence[Path],
     out_path: Path,
     config: HyperConfig,
     *,
+    schema: pa.Schema,
+    file_rows: int,
     exported_rows: int | None,
     log_dir: Path,
 ) -> HyperExtract:
-    """Load the downloaded Parquet files into a new .hyper at `out_path` with Hyper's own SQL.
+    """Load the Parquet files into a new .hyper at `out_path` with Hyper's own SQL.
 
     Args:
-        download: The download's files with the rows and the one schema their footers hold
-            (no footer is read again here). No files (an empty day on which the export wrote
-            none) builds an empty extract with the columns of `download.schema`.
+        files: The downloaded Parquet files of one export. None (an empty day on which the
+            export wrote no file) builds an empty extract with the columns of `schema`.
         out_path: Where the extract goes; replaced atomically only after a verified build.
         config: File format version and telemetry.
+        schema: The files' one Arrow schema, as the download read it from their footers
+            (`DownloadedExport.schema`); no footer is read again here.
+        file_rows: The rows the footers hold (`DownloadedExport.rows`).
         exported_rows: BigQuery's exported row count (the export manifest's `rows`); None when
             BigQuery gave none, and then the footers' count is all there is to check against.
         log_dir: Directory for hyperd.log (created if missing), e.g. the run's work dir.
@@ -282,15 +261,15 @@ def build_hyper(
             types, a loaded count that differs, or a Hyper failure. Nothing is left at out_path.
     """
     started = time.monotonic()
-    files = list(download.files)
-    if exported_rows is not None and exported_rows != download.rows:
+    files = [Path(f) for f in files]
+    if exported_rows is not None and exported_rows != file_rows:
         raise BuildError(
             f"The export manifest says {exported_rows} rows but the {len(files)} Parquet files "
-            f"hold {download.rows}: the files are not what BigQuery exported, so nothing was "
+            f"hold {file_rows}: the files are not what BigQuery exported, so nothing was "
             "built. Rerun the date (a new export attempt); if it persists, something else "
             "writes or deletes under gcs.prefix."
         )
-    columns = hyper_columns(download.schema, file_format_version=config.file_format_version)
+    columns = hyper_columns(schema, file_format_version=config.file_format_version)
     out_path, log_dir = Path(out_path), Path(log_dir)
     for directory in (out_path.parent, log_dir):
         try:
@@ -301,10 +280,10 @@ def build_hyper(
     tmp_path = out_path.with_name(f".{out_path.stem}.{uuid.uuid4().hex}.building.hyper")
     try:
         rows = _build(files, tmp_path, columns, config, log_dir)
-        if rows != download.rows:  # = exported_rows, checked above
+        if rows != file_rows:  # = exported_rows, checked above
             raise BuildError(
                 f"Hyper loaded {rows} rows from {len(files)} Parquet files that hold "
-                f"{download.rows}; the extract was not written. Rerun the date."
+                f"{file_rows}; the extract was not written. Rerun the date."
             )
         os.replace(tmp_path, out_path)
     finally:
@@ -350,56 +329,6 @@ def _build(
             f"Hyper could not build the extract from {names}: {_hyper_message(exc)}\n"
             f"(hyperd.log is in {log_dir})"
         ) from exc
-
-
-_SQL_NAMES: Final[dict[TypeTag, str]] = {
-    TypeTag.BOOL: "BOOLEAN",
-    TypeTag.SMALL_INT: "SMALLINT",
-    TypeTag.INT: "INTEGER",
-    TypeTag.BIG_INT: "BIGINT",
-    TypeTag.DOUBLE: "DOUBLE PRECISION",
-    TypeTag.FLOAT: "REAL",
-    TypeTag.TEXT: "TEXT",
-    TypeTag.BYTES: "BYTES",
-    TypeTag.DATE: "DATE",
-    TypeTag.TIME: "TIME",
-    TypeTag.TIMESTAMP: "TIMESTAMP",
-    TypeTag.TIMESTAMP_TZ: "TIMESTAMPTZ",
-}
-
-
-def sql_type_name(sql_type: SqlType) -> str:
-    """Spell a Hyper catalog type the way `hyper_type_for` does (e.g. `NUMERIC(38,9)`)."""
-    if sql_type.tag == TypeTag.NUMERIC:
-        return f"NUMERIC({sql_type.precision},{sql_type.scale})"
-    return _SQL_NAMES.get(sql_type.tag, str(sql_type))
-
-
-def read_extract_columns(path: Path, *, log_dir: Path | None = None) -> tuple[tuple[str, str], ...]:
-    """Read the (name, Hyper SQL type) columns of "Extract"."Extract" in an existing .hyper.
-
-    Args:
-        path: The .hyper file.
-        log_dir: Where hyperd.log goes; None disables Hyper's log.
-
-    Returns:
-        The columns, spelled like `HyperExtract.columns`.
-
-    Raises:
-        BuildError: The file cannot be opened or has no "Extract"."Extract" table.
-    """
-    parameters = {"log_config": ""} if log_dir is None else {"log_dir": str(log_dir)}
-    try:
-        with (
-            HyperProcess(Telemetry.DO_NOT_SEND_USAGE_DATA_TO_TABLEAU, parameters=parameters) as hp,
-            Connection(hp.endpoint, Path(path), CreateMode.NONE) as connection,
-        ):
-            table = connection.catalog.get_table_definition(
-                TableName(EXTRACT_SCHEMA, EXTRACT_TABLE)
-            )
-            return tuple((col.name.unescaped, sql_type_name(col.type)) for col in table.columns)
-    except HyperException as exc:
-        raise BuildError(f"Cannot read the columns of {path}: {_hyper_message(exc)}") from exc
 
 
 def write_date_payload(

@@ -90,7 +90,13 @@ def build_step(
 ) -> HyperExtract:
     """Load the Parquet files into a Hyper extract with Hyper's own SQL."""
     return build_hyper(
-        files, work_dir / "extract.hyper", config.hyper, exported_rows=export.rows, log_dir=work_dir
+        files.files,
+        work_dir / "extract.hyper",
+        config.hyper,
+        schema=files.schema,  # the download's footer pass, handed on
+        file_rows=files.rows,
+        exported_rows=export.rows,  # BigQuery's own count
+        log_dir=work_dir,
     )
 
 

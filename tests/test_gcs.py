@@ -226,7 +226,15 @@ def test_row_count_differing_from_the_export_fails(
 
     out = tmp_path / "day.hyper"
     with pytest.raises(BuildError, match=r"manifest says 41 rows .* the 1 Parquet files hold 40"):
-        build_hyper(files, out, HyperConfig(), exported_rows=manifest.rows, log_dir=tmp_path)
+        build_hyper(
+            files.files,
+            out,
+            HyperConfig(),
+            schema=files.schema,
+            file_rows=files.rows,
+            exported_rows=manifest.rows,
+            log_dir=tmp_path,
+        )
     assert not out.exists()
 
 

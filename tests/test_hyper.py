@@ -20,21 +20,17 @@ from tableauhyperapi import (
     CreateMode,
     HyperException,
     HyperProcess,
+    SqlType,
+    TableName,
     Telemetry,
+    TypeTag,
 )
 from tableauhyperapi.hyperexception import ContextId
 
 import flows.hyper as hyper_module
 from flows.config import HyperConfig
 from flows.errors import BuildError, is_retryable
-from flows.gcs import DownloadedExport
-from flows.hyper import (
-    HyperExtract,
-    build_hyper,
-    hyper_columns,
-    hyper_type_for,
-    read_extract_columns,
-)
+from flows.hyper import EXTRACT_SCHEMA, EXTRACT_TABLE, HyperExtract, build_hyper, hyper_columns
 
 UTC = dt.UTC
 
@@ -115,12 +111,10 @@ def write_bq_parquet(path: Path, rows: list[tuple], schema: pa.Schema = BQ_SCHEM
     return path
 
 
-def downloaded(files: list[Path]) -> DownloadedExport:
-    """What the download hands the build: the files, with their footers' rows and schema."""
+def footers(files: list[Path]) -> dict[str, object]:
+    """What the download hands the build: the files' one schema and their rows, from the footers."""
     rows = sum(pq.read_metadata(path).num_rows for path in files)
-    schema = pq.read_schema(files[0])
-    size = sum(path.stat().st_size for path in files)
-    return DownloadedExport(files=tuple(files), bytes=size, rows=rows, schema=schema)
+    return {"schema": pq.read_schema(files[0]), "file_rows": rows}
 
 
 @pytest.fixture
@@ -152,6 +146,52 @@ def read_rows(process: HyperProcess, path: Path) -> list[list]:
 def _to_python(value: object) -> object:
     to_python = getattr(value, "to_datetime", None) or getattr(value, "to_date", None)
     return to_python() if to_python else value
+
+
+def hyper_type_for(arrow_type: pa.DataType, *, file_format_version: int = 3) -> str:
+    """The Hyper SQL type `hyper_columns` gives one column of `arrow_type` (or its BuildError)."""
+    schema = pa.schema([pa.field("<column>", arrow_type)])
+    return hyper_columns(schema, file_format_version=file_format_version)[0][1]
+
+
+_SQL_NAMES = {
+    TypeTag.BOOL: "BOOLEAN",
+    TypeTag.SMALL_INT: "SMALLINT",
+    TypeTag.INT: "INTEGER",
+    TypeTag.BIG_INT: "BIGINT",
+    TypeTag.DOUBLE: "DOUBLE PRECISION",
+    TypeTag.FLOAT: "REAL",
+    TypeTag.TEXT: "TEXT",
+    TypeTag.BYTES: "BYTES",
+    TypeTag.DATE: "DATE",
+    TypeTag.TIME: "TIME",
+    TypeTag.TIMESTAMP: "TIMESTAMP",
+    TypeTag.TIMESTAMP_TZ: "TIMESTAMPTZ",
+}
+
+
+def _sql_type_name(sql_type: SqlType) -> str:
+    """Spell a Hyper catalog type the way `hyper_columns` does (e.g. `NUMERIC(38,9)`)."""
+    if sql_type.tag == TypeTag.NUMERIC:
+        return f"NUMERIC({sql_type.precision},{sql_type.scale})"
+    return _SQL_NAMES.get(sql_type.tag, str(sql_type))
+
+
+def read_extract_columns(process: HyperProcess, path: Path) -> tuple[tuple[str, str], ...]:
+    """The (name, Hyper SQL type) columns of "Extract"."Extract" as the file's catalog has them.
+
+    Raises BuildError, as the product module's reader did before it moved here (its only
+    users are these tests).
+    """
+    try:
+        with Connection(process.endpoint, path, CreateMode.NONE) as connection:
+            table = connection.catalog.get_table_definition(
+                TableName(EXTRACT_SCHEMA, EXTRACT_TABLE)
+            )
+            return tuple((col.name.unescaped, _sql_type_name(col.type)) for col in table.columns)
+    except HyperException as exc:
+        message = hyper_module._hyper_message(exc)
+        raise BuildError(f"Cannot read the columns of {path}: {message}") from exc
 
 
 def hyperd_command_line(log_dir: Path) -> str:
@@ -275,11 +315,16 @@ def test_build_loads_every_bigquery_type_exactly(
 ) -> None:
     out = tmp_path / "out" / "day.hyper"
     extract = build_hyper(
-        downloaded(bq_files), out, HyperConfig(), exported_rows=3, log_dir=tmp_path / "logs"
+        bq_files,
+        out,
+        HyperConfig(),
+        **footers(bq_files),
+        exported_rows=3,
+        log_dir=tmp_path / "logs",
     )
 
     assert extract == HyperExtract(path=out, rows=3, columns=BQ_COLUMNS, file_format_version=3)
-    assert read_extract_columns(out) == BQ_COLUMNS
+    assert read_extract_columns(hyper_reader, out) == BQ_COLUMNS
     expected = [list(r) for r in ROWS_A + ROWS_B]
     assert read_rows(hyper_reader, out) == expected
     assert leftovers(out.parent) == ["day.hyper"]  # no temp file left next to it
@@ -289,9 +334,11 @@ def test_build_loads_every_bigquery_type_exactly(
 def test_zero_row_files_give_a_valid_empty_extract(tmp_path: Path, hyper_reader) -> None:
     empty = [write_bq_parquet(tmp_path / f"{i}.parquet", []) for i in range(2)]
     out = tmp_path / "empty.hyper"
-    extract = build_hyper(downloaded(empty), out, HyperConfig(), exported_rows=0, log_dir=tmp_path)
+    extract = build_hyper(
+        empty, out, HyperConfig(), **footers(empty), exported_rows=0, log_dir=tmp_path
+    )
     assert extract.rows == 0
-    assert read_extract_columns(out) == BQ_COLUMNS
+    assert read_extract_columns(hyper_reader, out) == BQ_COLUMNS
     assert read_rows(hyper_reader, out) == []
 
 
@@ -310,9 +357,10 @@ def test_file_format_version_is_honoured(
     src = write_bq_parquet(tmp_path / "f.parquet", [(1, 0.5)], schema)
     out = tmp_path / "f.hyper"
     extract = build_hyper(
-        downloaded([src]),
+        [src],
         out,
         HyperConfig(file_format_version=version),
+        **footers([src]),
         exported_rows=1,
         log_dir=tmp_path,
     )
@@ -342,9 +390,10 @@ def test_numeric_with_file_format_2_is_refused_and_nothing_written(
     out = tmp_path / "out" / "day.hyper"
     with pytest.raises(BuildError, match=r"'amount' NUMERIC\(38,9\).*file_format_version=3"):
         build_hyper(
-            downloaded(bq_files),
+            bq_files,
             out,
             HyperConfig(file_format_version=2),
+            **footers(bq_files),
             exported_rows=3,
             log_dir=tmp_path / "logs",
         )
@@ -368,7 +417,7 @@ def test_unsupported_types_are_refused_with_every_column_and_nothing_written(
     out = tmp_path / "out" / "bad.hyper"
     with pytest.raises(BuildError) as info:
         build_hyper(
-            downloaded([src]), out, HyperConfig(), exported_rows=1, log_dir=tmp_path / "logs"
+            [src], out, HyperConfig(), **footers([src]), exported_rows=1, log_dir=tmp_path / "logs"
         )
     message = str(info.value)
     for fix in ("CAST(`big` AS NUMERIC)", "TO_JSON_STRING(`tags`)", "TO_JSON_STRING(`addr`)"):
@@ -384,7 +433,12 @@ def test_row_count_differing_from_the_manifest_fails_and_keeps_the_old_extract(
     out.write_bytes(b"previous extract")
     with pytest.raises(BuildError, match="manifest says 4 rows but the 3 Parquet files hold 3"):
         build_hyper(
-            downloaded(bq_files), out, HyperConfig(), exported_rows=4, log_dir=tmp_path / "logs"
+            bq_files,
+            out,
+            HyperConfig(),
+            **footers(bq_files),
+            exported_rows=4,
+            log_dir=tmp_path / "logs",
         )
     assert out.read_bytes() == b"previous extract"
     assert leftovers(tmp_path) == ["day.hyper", "export"]
@@ -404,7 +458,12 @@ def test_loaded_count_is_verified_after_the_build(
     out.write_bytes(b"previous extract")
     with pytest.raises(BuildError, match=r"Hyper loaded 2 rows .* hold 3"):
         build_hyper(
-            downloaded(bq_files), out, HyperConfig(), exported_rows=3, log_dir=tmp_path / "logs"
+            bq_files,
+            out,
+            HyperConfig(),
+            **footers(bq_files),
+            exported_rows=3,
+            log_dir=tmp_path / "logs",
         )
     assert out.read_bytes() == b"previous extract"
     assert leftovers(tmp_path) == ["day.hyper", "export", "logs"]
@@ -418,7 +477,7 @@ def test_hyper_engine_errors_become_build_errors_naming_the_file(tmp_path: Path)
     out = tmp_path / "out" / "x.hyper"
     with pytest.raises(BuildError) as info:
         build_hyper(
-            downloaded([src]), out, HyperConfig(), exported_rows=2, log_dir=tmp_path / "logs"
+            [src], out, HyperConfig(), **footers([src]), exported_rows=2, log_dir=tmp_path / "logs"
         )
     message = str(info.value)
     assert "brotli.parquet" in message
@@ -431,9 +490,11 @@ def test_hyper_engine_errors_become_build_errors_naming_the_file(tmp_path: Path)
 
 def test_no_files_while_bigquery_exported_rows_is_a_clear_error(tmp_path: Path) -> None:
     # Footers of unreadable or disagreeing files are refused by the download (tests/test_gcs.py).
-    none = DownloadedExport(files=(), bytes=0, rows=0, schema=BQ_SCHEMA)
+    none = {"schema": BQ_SCHEMA, "file_rows": 0}
     with pytest.raises(BuildError, match="manifest says 2 rows but the 0 Parquet files hold 0"):
-        build_hyper(none, tmp_path / "x.hyper", HyperConfig(), exported_rows=2, log_dir=tmp_path)
+        build_hyper(
+            [], tmp_path / "x.hyper", HyperConfig(), **none, exported_rows=2, log_dir=tmp_path
+        )
     assert not (tmp_path / "x.hyper").exists()
 
 
@@ -441,11 +502,12 @@ def test_no_files_while_bigquery_exported_rows_is_a_clear_error(tmp_path: Path) 
 def test_a_day_without_files_builds_an_empty_extract_from_the_handed_on_schema(
     tmp_path: Path, hyper_reader: HyperProcess
 ) -> None:
-    none = DownloadedExport(files=(), bytes=0, rows=0, schema=BQ_SCHEMA)
     out = tmp_path / "empty.hyper"
-    extract = build_hyper(none, out, HyperConfig(), exported_rows=0, log_dir=tmp_path)
+    extract = build_hyper(
+        [], out, HyperConfig(), schema=BQ_SCHEMA, file_rows=0, exported_rows=0, log_dir=tmp_path
+    )
     assert (extract.rows, extract.columns) == (0, BQ_COLUMNS)
-    assert read_extract_columns(out) == BQ_COLUMNS
+    assert read_extract_columns(hyper_reader, out) == BQ_COLUMNS
     assert read_rows(hyper_reader, out) == []
 
 
@@ -458,7 +520,12 @@ def test_hyperd_log_goes_to_log_dir_not_cwd_and_telemetry_is_off_by_default(
     monkeypatch.chdir(cwd)
     log_dir = tmp_path / "run" / "logs"  # created by the build
     build_hyper(
-        downloaded(bq_files), tmp_path / "x.hyper", HyperConfig(), exported_rows=3, log_dir=log_dir
+        bq_files,
+        tmp_path / "x.hyper",
+        HyperConfig(),
+        **footers(bq_files),
+        exported_rows=3,
+        log_dir=log_dir,
     )
     assert leftovers(cwd) == []
     command_line = hyperd_command_line(log_dir)
@@ -469,9 +536,10 @@ def test_hyperd_log_goes_to_log_dir_not_cwd_and_telemetry_is_off_by_default(
 @pytest.mark.hyper
 def test_telemetry_is_sent_only_when_configured(bq_files: list[Path], tmp_path: Path) -> None:
     build_hyper(
-        downloaded(bq_files),
+        bq_files,
         tmp_path / "x.hyper",
         HyperConfig(telemetry=True),
+        **footers(bq_files),
         exported_rows=3,
         log_dir=tmp_path / "logs",
     )
@@ -479,7 +547,9 @@ def test_telemetry_is_sent_only_when_configured(bq_files: list[Path], tmp_path: 
 
 
 @pytest.mark.hyper
-def test_read_extract_columns_of_a_file_without_the_extract_table(tmp_path: Path) -> None:
+def test_read_extract_columns_of_a_file_without_the_extract_table(
+    tmp_path: Path, hyper_reader: HyperProcess
+) -> None:
     path = tmp_path / "other.hyper"
     with (
         HyperProcess(
@@ -489,7 +559,7 @@ def test_read_extract_columns_of_a_file_without_the_extract_table(tmp_path: Path
     ):
         connection.execute_command("CREATE TABLE t (x INT)")
     with pytest.raises(BuildError, match=r"Cannot read the columns of .*other.hyper"):
-        read_extract_columns(path)
+        read_extract_columns(hyper_reader, path)
 
 
 def test_an_uncreatable_log_dir_is_a_clear_error(bq_files: list[Path], tmp_path: Path) -> None:
@@ -497,9 +567,10 @@ def test_an_uncreatable_log_dir_is_a_clear_error(bq_files: list[Path], tmp_path:
     blocker.write_text("")
     with pytest.raises(BuildError, match=r"Cannot create directory .*file"):
         build_hyper(
-            downloaded(bq_files),
+            bq_files,
             tmp_path / "x.hyper",
             HyperConfig(),
+            **footers(bq_files),
             exported_rows=3,
             log_dir=blocker / "logs",
         )

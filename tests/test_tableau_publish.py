@@ -26,7 +26,6 @@ from tableauserverclient.server.exceptions import EndpointUnavailableError
 import flows.tableau
 from flows.config import HyperConfig, TableauConfig
 from flows.errors import ConfigError, PublishError, SchemaDriftError
-from flows.gcs import DownloadedExport
 from flows.hyper import HyperExtract, build_hyper
 from flows.publish_slot import publish_slot
 from flows.tableau import (
@@ -77,11 +76,12 @@ def make_extract(tmp_path: Path):
             schema = schema.append(pa.field("device", pa.string()))
         parquet = tmp_path / f"part-{n}.parquet"
         pq.write_table(pa.table(columns, schema=schema), parquet)
-        files = DownloadedExport((parquet,), parquet.stat().st_size, rows, schema)
         return build_hyper(
-            files,
+            [parquet],
             tmp_path / f"day-{n}.hyper",
             HyperConfig(),
+            schema=schema,
+            file_rows=rows,
             exported_rows=rows,
             log_dir=tmp_path / "logs",
         )
