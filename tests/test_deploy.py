@@ -39,8 +39,8 @@ from prefect_aws.workers.ecs_worker import ECSJobConfiguration, ECSWorker
 
 from deployments.ecs_job_template import EPHEMERAL_STORAGE_VARIABLE, ecs_base_job_template
 from flows.config import PipelineConfig
+from standins.docker import FakeDockerEngine
 from tests import dockerfile
-from tests.fake_docker import FakeDockerEngine
 
 pytestmark = pytest.mark.prefect
 

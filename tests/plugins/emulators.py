@@ -2,28 +2,26 @@
 
 `gcs_emulator` (fake-gcs-server) and `bigquery_emulator` (local-bigquery, whose EXPORT DATA
 writes into that fake GCS) are child processes; `ad_datamart` seeds the ad data mart once;
-`staging_bucket` is a fresh bucket per test. `bigquery_proxy` sits between a real BigQuery
-client and the emulator to change what the emulator cannot (a dry run's byte estimate, a 403,
-a job that never finishes), so those paths still run over real HTTP.
+`staging_bucket` is a fresh bucket per test. `bigquery_proxy` (`standins.emulators.BigQueryProxy`)
+sits between a real BigQuery client and the emulator to change what the emulator cannot (a dry
+run's byte estimate, a 403, a job that never finishes), so those paths still run over real HTTP.
 
 Off CI a missing emulator skips its tests with the reason; under CI it fails them.
 """
 
 from __future__ import annotations
 
-import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import date
-from urllib.parse import urlencode
 
 import pytest
-import requests
 from google.cloud import bigquery, storage
 
 from standins.datamart import SeededMart, seed_ad_datamart
 from standins.emulators import (
     BigQueryEmulator,
+    BigQueryProxy,
     EmulatorError,
     GcsEmulator,
     bigquery_client,
@@ -31,7 +29,6 @@ from standins.emulators import (
     start_gcs,
     storage_client,
 )
-from standins.loopback import LoopbackServer, Request, Response
 from tests.conftest import in_ci
 
 EMULATOR_PROJECT = "test-project"
@@ -97,55 +94,6 @@ def staging_bucket(gcs_client: storage.Client) -> Iterator[str]:
     yield bucket.name
     for blob in gcs_client.list_blobs(bucket.name):
         blob.delete()
-
-
-class BigQueryProxy(LoopbackServer):
-    """Forwards BigQuery REST calls to the emulator; `intercept` may answer one instead.
-
-    `dry_run_bytes`, when set, replaces the emulator's byte estimate (always 0) in dry-run
-    responses, so the limit check sees a real-looking figure.
-    """
-
-    def __init__(self, upstream: str) -> None:
-        super().__init__()
-        self.upstream = upstream
-        self.dry_run_bytes: int | None = None
-        self.intercept: Callable[[Request], Response | None] | None = None
-
-    def reset(self) -> None:
-        super().reset()
-        self.dry_run_bytes = None
-        self.intercept = None
-
-    def job_inserts(self, *, dry_run: bool) -> list[dict]:
-        """The bodies of jobs.insert requests seen, dry runs or real jobs."""
-        bodies = [
-            r.json() for r in self.requests if r.method == "POST" and r.path.endswith("/jobs")
-        ]
-        return [b for b in bodies if bool(b["configuration"].get("dryRun")) is dry_run]
-
-    def handle(self, request: Request) -> Response:
-        if self.intercept and (answer := self.intercept(request)):
-            return answer
-        query = urlencode(request.query, doseq=True)
-        upstream = requests.request(
-            request.method,
-            f"{self.upstream}{request.path}" + (f"?{query}" if query else ""),
-            data=request.body,
-            headers={"Content-Type": request.headers.get("content-type", "application/json")},
-            timeout=60,
-        )
-        body = upstream.content
-        is_insert = request.method == "POST" and request.path.endswith("/jobs")
-        if is_insert and self.dry_run_bytes is not None and upstream.ok:
-            job = upstream.json()
-            if job["configuration"].get("dryRun"):
-                stats = job.setdefault("statistics", {})
-                stats["totalBytesProcessed"] = str(self.dry_run_bytes)
-                stats.setdefault("query", {})["totalBytesProcessed"] = str(self.dry_run_bytes)
-                body = json.dumps(job).encode()
-        content_type = upstream.headers.get("Content-Type", "application/json")
-        return Response(upstream.status_code, body, {"Content-Type": content_type})
 
 
 @pytest.fixture(scope="session")
