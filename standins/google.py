@@ -6,8 +6,11 @@ https://cloud.google.com/iam/docs/reference/credentials/rest/v1/projects.service
 
 - `POST /v1/token`: checks the form, finds the provider named by `audience`, verifies the signed
   GetCallerIdentity inside the subject token (through `verify`, normally `MotoAws.caller_arn`),
-  applies the provider's attribute mapping and condition with `blocks.cel`, and issues a
-  federated token. Rejections use Google's own error bodies.
+  applies the provider's attribute mapping and condition, and issues a federated token.
+  Rejections use Google's own error bodies.
+- The mapping and the condition are evaluated here with cel-python and this module's own
+  `extract()`, independently of the product's `blocks.cel`: the doctor explains a rejection
+  with `blocks.cel`, and a fake sharing that code could never disagree with it.
 - `POST /v1/projects/-/serviceAccounts/{email}:generateAccessToken`: needs a federated token
   whose principal holds a grant (roles/iam.workloadIdentityUser) on the service account.
 
@@ -17,7 +20,9 @@ https://cloud.google.com/iam/docs/reference/credentials/rest/v1/projects.service
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -25,7 +30,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from blocks.cel import DEFAULT_AWS_MAPPING, evaluate_condition, evaluate_mapping
+import celpy
+from celpy import celtypes
+
 from standins.aws import AwsRejected
 from standins.loopback import LoopbackServer, Request, Response
 
@@ -74,6 +81,78 @@ _UNAUTHENTICATED: Final = {
 }
 
 
+# Google's documented default mapping for an AWS provider (the console proposes it):
+# https://cloud.google.com/iam/docs/workload-identity-federation-with-other-clouds
+AWS_DEFAULT_MAPPING: Final[Mapping[str, str]] = {
+    "google.subject": "assertion.arn",
+    "attribute.aws_role": (
+        "assertion.arn.contains('assumed-role')"
+        " ? assertion.arn.extract('{account_arn}assumed-role/')"
+        " + 'assumed-role/'"
+        " + assertion.arn.extract('assumed-role/{role_name}/')"
+        " : assertion.arn"
+    ),
+}
+
+
+def extract(value: str, template: str) -> str:
+    """Google's CEL `extract()`: what `{name}` in `template` stands for in `value`, else ''.
+
+    `extract('arn:aws:sts::1:assumed-role/etl/s1', 'assumed-role/{role}/')` is `'etl'`: the
+    template's literal text around the placeholder must match, and an empty tail takes the rest.
+    """
+    head, brace, rest = template.partition("{")
+    name, close, tail = rest.partition("}")
+    if not (brace and close and name) or "{" in tail:
+        raise ValueError(f"extract() template {template!r} needs one {{name}}")
+    match = re.search(re.escape(head) + "(.*?)" + (re.escape(tail) if tail else "$"), value)
+    return match.group(1) if match else ""
+
+
+def _cel_extract(value: celtypes.Value, template: celtypes.Value) -> celtypes.StringType:
+    return celtypes.StringType(extract(str(value), str(template)))
+
+
+@functools.lru_cache(maxsize=128)
+def _compile(expression: str) -> celpy.Runner:
+    env = celpy.Environment()
+    # celpy declares the google.protobuf.* types, whose `google` would hide the condition's
+    # `google` variable (google.subject).
+    for name in celpy.googleapis:
+        env.annotations.pop(name, None)
+    return env.program(env.compile(expression), functions={"extract": _cel_extract})
+
+
+def _run(expression: str, variables: Mapping[str, Any]) -> object:
+    result = _compile(expression).evaluate(
+        {name: celpy.json_to_cel(value) for name, value in variables.items()}
+    )
+    if isinstance(result, celpy.CELEvalError):  # celpy may return the error instead of raising
+        raise result
+    return result
+
+
+def map_attributes(mapping: Mapping[str, str], assertion: Mapping[str, str]) -> dict[str, str]:
+    """Apply a provider's attribute mapping to the AWS assertion (`arn`, `account`)."""
+    return {key: str(_run(expr, {"assertion": dict(assertion)})) for key, expr in mapping.items()}
+
+
+def admits(condition: str, attributes: Mapping[str, str], assertion: Mapping[str, str]) -> bool:
+    """Whether a provider's attribute condition admits the mapped attributes.
+
+    A condition that fails or gives no boolean rejects, as Google's does.
+    """
+    variables: dict[str, Any] = {"assertion": dict(assertion), "google": {}, "attribute": {}}
+    for key, value in attributes.items():
+        kind, _, name = key.partition(".")
+        variables.setdefault(kind, {})[name] = value
+    try:
+        result = _run(condition, variables)
+    except (celpy.CELEvalError, TypeError, ValueError):
+        return False
+    return isinstance(result, celtypes.BoolType) and bool(result)
+
+
 def _now() -> datetime:
     # Real time: google-auth judges token expiry by the real clock.
     return datetime.now(UTC)
@@ -87,7 +166,7 @@ class Provider:
     pool: str
     provider: str
     account_id: str
-    mapping: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_AWS_MAPPING))
+    mapping: Mapping[str, str] = field(default_factory=lambda: dict(AWS_DEFAULT_MAPPING))
     condition: str | None = None
 
     @property
@@ -153,7 +232,14 @@ class GoogleIdentity(LoopbackServer):
         return f"{self.url}/v1/projects/-/serviceAccounts/{email}:generateAccessToken"
 
     def add_provider(self, provider: Provider) -> str:
-        """Create (or replace) a provider; returns its audience."""
+        """Create (or replace) a provider; returns its audience.
+
+        Raises:
+            celpy.CELParseError: the mapping or the condition is not CEL (Google refuses to
+                create such a provider).
+        """
+        for expression in (*provider.mapping.values(), provider.condition or "true"):
+            _compile(expression)
         with self._lock:
             self.providers[provider.audience] = provider
         return provider.audience
@@ -242,10 +328,8 @@ class GoogleIdentity(LoopbackServer):
                 "invalid_grant", "The AWS account is not configured for this provider."
             )
         assertion = {"arn": arn, "account": arn.split(":")[4]}
-        attributes = evaluate_mapping(provider.mapping, assertion)
-        if provider.condition and not evaluate_condition(
-            provider.condition, attributes, assertion=assertion
-        ):
+        attributes = map_attributes(provider.mapping, assertion)
+        if provider.condition and not admits(provider.condition, attributes, assertion):
             self._record(key_id, arn, audience, "rejected")
             return Response.json(CONDITION_REJECTED, status=400)
         token = "fed." + secrets.token_urlsafe(24)

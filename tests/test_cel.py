@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from blocks.cel import DEFAULT_AWS_MAPPING, evaluate_condition, evaluate_mapping, extract
+from standins import google as fake
 
 ROLE_ARN = "arn:aws:sts::123456789012:assumed-role/access2bq"
 SESSION_ARN = f"{ROLE_ARN}/0123abcd"
@@ -98,3 +99,41 @@ def test_bad_mapping_names_the_attribute():
         evaluate_mapping({"attribute.x": "assertion.arn +"}, _assertion(SESSION_ARN))
     with pytest.raises(ValueError, match="not a string"):
         evaluate_mapping({"attribute.x": "assertion.arn.size()"}, _assertion(SESSION_ARN))
+
+
+@pytest.mark.parametrize("arn", [SESSION_ARN, USER_ARN, "arn:aws:sts::123456789012:role/x"])
+@pytest.mark.parametrize(
+    "condition",
+    [
+        f"attribute.aws_role == '{ROLE_ARN}'",
+        "attribute.aws_role.contains('access2bq')",
+        f"google.subject.startsWith('{ROLE_ARN}/') && attribute.aws_role.endsWith('2bq')",
+        "assertion.account == '123456789012'",
+        "attribute.nope == 'x'",  # fails: blocks.cel raises, Google (and its fake) rejects
+    ],
+)
+def test_the_fake_sts_evaluates_independently_and_agrees(arn, condition):
+    # standins.google evaluates with its own copy of the default mapping and its own extract();
+    # where both answer, they must give the same verdict, so the doctor's is worth trusting.
+    assertion = {"arn": arn, "account": "123456789012"}
+    attributes = evaluate_mapping(DEFAULT_AWS_MAPPING, assertion)
+    assert fake.map_attributes(fake.AWS_DEFAULT_MAPPING, assertion) == attributes
+    try:
+        expected = evaluate_condition(condition, attributes, assertion=assertion)
+    except ValueError:
+        expected = False
+    assert fake.admits(condition, attributes, assertion) is expected
+
+
+@pytest.mark.parametrize(
+    ("value", "template", "expected"),
+    [
+        (SESSION_ARN, "{account_arn}assumed-role/", "arn:aws:sts::123456789012:"),
+        (SESSION_ARN, "assumed-role/{role_name}/", "access2bq"),
+        (SESSION_ARN, "assumed-role/{rest}", "access2bq/0123abcd"),
+        (USER_ARN, "assumed-role/{role_name}/", ""),
+        ("a/b", "a/{x}/", ""),
+    ],
+)
+def test_the_fake_sts_has_its_own_extract(value, template, expected):
+    assert fake.extract(value, template) == expected == extract(value, template)
