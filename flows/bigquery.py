@@ -1,4 +1,4 @@
-"""Step 1: export one day of a BigQuery view to GCS as Parquet (the only BigQuery importer).
+"""Step 1: export one day of a BigQuery view to GCS as Parquet (all the pipeline's BigQuery jobs).
 
 Extract jobs cannot read a view, so the day leaves BigQuery through `EXPORT DATA`
 (https://cloud.google.com/bigquery/docs/reference/standard-sql/export-statements):

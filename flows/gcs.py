@@ -1,4 +1,4 @@
-"""Step 2: download one export attempt from GCS, verified (the only GCS importer).
+"""Step 2: download one export attempt from GCS, verified (all of the pipeline's GCS calls).
 
 Lists exactly the attempt's prefix (never a parent, so an earlier attempt's files cannot slip
 in), downloads the objects in parallel threads with `transfer_manager`, each streamed to disk

@@ -1,4 +1,4 @@
-"""Step 3: build a Tableau Hyper extract from Parquet files (the only tableauhyperapi importer).
+"""Step 3: build a Tableau Hyper extract from Parquet files (the pipeline's Hyper calls).
 
 Hyper reads the Parquet files itself with `INSERT ... SELECT ... FROM external(ARRAY[...])`
 (https://tableau.github.io/hyper-db/docs/sql/external/syntax), so no row passes through Python
