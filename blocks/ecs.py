@@ -36,12 +36,12 @@ from urllib.parse import urlsplit
 import requests
 from google.auth import aws, exceptions
 
+from blocks.retry import RetriesExhausted, call_with_retries
+
 logger = logging.getLogger(__name__)
 
 ECS_CREDENTIALS_HOST: Final = "http://169.254.170.2"
 IMDS_HOST: Final = "http://169.254.169.254"
-RETRYABLE_STATUSES: Final[frozenset[int]] = frozenset({429, 500, 502, 503, 504})
-"""Statuses of the metadata endpoints worth another attempt."""
 
 # Hosts the AWS SDKs accept over plain http for AWS_CONTAINER_CREDENTIALS_FULL_URI (EKS Pod
 # Identity and ECS agents), besides loopback.
@@ -100,7 +100,8 @@ class AwsEcsTaskRoleSupplier(aws.AwsSecurityCredentialsSupplier):
         clock: Returns the current UTC time; tests advance it to force a rotation.
         sleep: Waits between attempts; tests pass a recorder.
         refresh_margin: Fetch new credentials this long before they expire.
-        attempts: Tries per endpoint on connection errors and 429/5xx.
+        attempts: Tries per endpoint on connection errors and transient statuses
+            (`blocks.retry`).
         backoff_seconds: First wait between attempts, doubled each time.
         timeout_seconds: Per-request timeout; the metadata endpoints answer in milliseconds.
         ecs_host: Base URL of `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI`.
@@ -376,32 +377,27 @@ class AwsEcsTaskRoleSupplier(aws.AwsSecurityCredentialsSupplier):
         what: str,
         hint: str = "",
     ) -> tuple[int, bytes]:
-        """One idempotent metadata call, retried on connection errors and 429/5xx."""
-        delay = self._backoff
-        for attempt in range(1, self._attempts + 1):
-            try:
-                response = self._session.request(
+        """One idempotent metadata call, retried on connection errors and transient statuses."""
+        try:
+            response = call_with_retries(
+                lambda: self._session.request(
                     method, url, headers=headers, timeout=self._timeout, allow_redirects=False
-                )
-            except requests.RequestException as exc:
-                problem = f"no answer ({type(exc).__name__})"
-            else:
-                if response.status_code not in RETRYABLE_STATUSES:
-                    return response.status_code, response.content
-                problem = f"HTTP {response.status_code}"
-            if attempt == self._attempts:
-                raise exceptions.RefreshError(
-                    f"Could not get AWS credentials from {what}: {problem} after "
-                    f"{self._attempts} attempts. Check that the endpoint is reachable from the "
-                    f"container.{hint}",
-                    retryable=True,
-                )
-            logger.info(
-                "Retrying %s after %s (attempt %s/%s)", what, problem, attempt, self._attempts
+                ),
+                what=what,
+                status=lambda answer: answer.status_code,
+                connection_errors=(requests.RequestException,),
+                attempts=self._attempts,
+                backoff_seconds=self._backoff,
+                sleep=self._sleep,
             )
-            self._sleep(delay)
-            delay *= 2
-        raise AssertionError("unreachable")
+        except RetriesExhausted as exc:
+            raise exceptions.RefreshError(
+                f"Could not get AWS credentials from {what}: {exc.problem} after "
+                f"{exc.attempts} attempts. Check that the endpoint is reachable from the "
+                f"container.{hint}",
+                retryable=True,
+            ) from exc.__cause__
+        return response.status_code, response.content
 
 
 def _check_full_uri(url: str) -> None:

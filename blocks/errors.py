@@ -1,5 +1,5 @@
-"""The errors every layer shares, and the HTTP statuses worth retrying, defined at the bottom
-floor so that `blocks/` imports nothing from `flows/`.
+"""The errors every layer shares, defined at the bottom floor so that `blocks/` imports nothing
+from `flows/` (the HTTP statuses worth retrying are `blocks.retry`'s).
 
 ```
 PipelineError              root; `retryable` says whether running the step again can help
@@ -12,11 +12,6 @@ schema drift) below the same root.
 """
 
 from __future__ import annotations
-
-from typing import Final
-
-TRANSIENT_HTTP_STATUSES: Final[frozenset[int]] = frozenset({408, 429, 500, 502, 503, 504})
-"""HTTP statuses that a later attempt can get past."""
 
 
 class PipelineError(Exception):

@@ -38,7 +38,8 @@ from tableauserverclient.server.endpoint.exceptions import (
 )
 from tableauserverclient.server.exceptions import EndpointUnavailableError
 
-from blocks.errors import TRANSIENT_HTTP_STATUSES, PipelineError, PublishError
+from blocks.errors import PipelineError, PublishError
+from blocks.retry import TRANSIENT_HTTP_STATUSES
 
 logger = logging.getLogger(__name__)
 

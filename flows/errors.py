@@ -17,7 +17,8 @@ errors at their boundary with `raise XError(msg, retryable=is_retryable(exc)) fr
 message says what to fix and the flag keeps the vendor's verdict. Tableau's errors are
 translated where its sign-in lives (`blocks.tableau.translate_tableau_errors`), so they reach
 `is_retryable` as PublishErrors. Tasks retry through `retry_if_transient`, which asks
-`is_retryable`.
+`is_retryable`. The transient HTTP statuses are `blocks.retry.TRANSIENT_HTTP_STATUSES`, the one
+set the retries inside a step use too.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from google.auth import exceptions as gauth
 from google.cloud.storage.exceptions import DataCorruption as StorageDataCorruption
 from google.resumable_media.common import DataCorruption as MediaDataCorruption
 
-from blocks.errors import TRANSIENT_HTTP_STATUSES, CredentialsError, PipelineError, PublishError
+from blocks.errors import CredentialsError, PipelineError, PublishError
+from blocks.retry import TRANSIENT_HTTP_STATUSES
 
 if TYPE_CHECKING:
     from prefect import Task
@@ -101,8 +103,8 @@ def is_retryable(exc: BaseException) -> bool:
     if isinstance(exc, gapi.RetryError):
         return True
     if isinstance(exc, gauth.RefreshError):
-        # google-auth marks 5xx/timeouts from STS/IAM retryable, 4xx (e.g. a rejected
-        # attribute condition) not.
+        # google-auth's own (the WIF exchange raises CredentialsError, a PipelineError, above):
+        # it marks 5xx/timeouts from its token endpoints retryable, 4xx not.
         return bool(getattr(exc, "retryable", False))
     if isinstance(exc, gauth.TransportError):
         return True

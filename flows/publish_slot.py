@@ -15,9 +15,9 @@ a Fargate Spot interruption) blocked every publish for five minutes. Here:
 - a holder that never wrote a heartbeat is freed by the server when its lease runs out;
 - while it waits, a run logs every `WAIT_LOG_SECONDS` the slot, its holder and since when.
 
-Every call here retries a busy answer (503, 429) after 50 ms, growing, instead of Prefect
-client's 2 s: a SQLite-backed server answers 503 whenever two writes race, which clears in
-milliseconds, and a publish makes several such writes.
+Every call here retries a transient answer (`blocks.retry.TRANSIENT_HTTP_STATUSES`, e.g. 503)
+after 50 ms, growing, instead of Prefect client's 2 s: a SQLite-backed server answers 503
+whenever two writes race, which clears in milliseconds, and a publish makes several such writes.
 
 Releasing someone else's lease is safe: a lease id names one acquisition, so a stale id only
 gets a 404. A live holder cut off from Prefect for longer than the stale window may lose the
@@ -49,6 +49,7 @@ from prefect.client.schemas.actions import (
 from prefect.client.schemas.objects import ConcurrencyLeaseHolder
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
+from blocks.retry import TRANSIENT_HTTP_STATUSES
 from flows.errors import PublishError
 
 logger = logging.getLogger(__name__)
@@ -63,7 +64,6 @@ POLL_SECONDS: Final[float] = 2
 """The longest a waiter sleeps between attempts (Prefect's Retry-After can say up to 30 s)."""
 WAIT_LOG_SECONDS: Final[float] = 30
 """A waiting run says so this often."""
-_BUSY: Final[frozenset[int]] = frozenset({429, 502, 503})
 _BUSY_RETRY_DELAYS: Final[tuple[float, ...]] = (0.05, 0.1, 0.2, 0.4, 0.8)
 
 
@@ -259,7 +259,7 @@ def _create_limit(client: SyncPrefectClient, name: str) -> None:
 
 
 def _slot_client() -> SyncPrefectClient:
-    """A Prefect client whose requests retry a busy answer (429/502/503) after 50 ms, growing.
+    """A Prefect client whose requests retry a transient answer after 50 ms, growing.
 
     Prefect's client waits 2 s before its first retry, and a SQLite-backed Prefect server
     answers 503 whenever two writes race, which clears in milliseconds: a publish makes several
@@ -286,7 +286,7 @@ def _retrying_busy(
     def handle_request(request: httpx.Request) -> httpx.Response:
         response = send(request)
         for delay in _BUSY_RETRY_DELAYS:
-            if response.status_code not in _BUSY:
+            if response.status_code not in TRANSIENT_HTTP_STATUSES:
                 break
             response.close()
             time.sleep(delay * random.uniform(0.5, 1.5))  # noqa: S311 - jitter, not crypto
