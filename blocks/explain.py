@@ -2,10 +2,13 @@
 
 One ordered table maps what an error says (google-auth's `OAuthError` from Google STS, the
 `RefreshError` of IAM Credentials or of the ECS supplier, a 403 from BigQuery/GCS) to what to
-change. The doctor fills in the details it found (ARN, mapped role, condition, pool); the flow
-can call `explain_google_auth_error(exc)` without them and still get the fix in general terms.
-Wording of Google's errors as they reach users: e.g. google-github-actions/auth#161 (invalid
-audience), FACTS.md (rejected condition).
+change. It is the only explanation of these failures: `blocks.federation` raises every failed
+exchange as `credentials_error(...)`, a `CredentialsError` whose message ends with the fix
+filled in with what the flow knows (the AWS role, the provider, the service account), and the
+doctor fills in the same entry with what it found (the caller ARN, the mapped role, the
+condition being tested). `explain_google_auth_error(exc)` works without any context too.
+Google's wording as it reaches users: e.g. google-github-actions/auth#161 (invalid audience);
+the rejected condition is STS's own `unauthorized_client` answer.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass
 from typing import Final, Literal
+
+from blocks.errors import CredentialsError
 
 Stage = Literal["aws", "sts", "iam", "api"]
 """Where the error came from: AWS credentials/region, Google STS, IAM Credentials, a Google API."""
@@ -26,11 +31,12 @@ _SERVICE_ACCOUNT: Final = re.compile(r"/serviceAccounts/(?P<email>[^/:]+):genera
 
 @dataclass(frozen=True)
 class FixContext:
-    """What the doctor knows about the failing setup; every field is optional.
+    """What is known about the failing setup; every field is optional.
 
     Attributes:
         stage: Limit the table to failures of this stage.
-        arn: The caller ARN the task presents (AWS GetCallerIdentity).
+        arn: The caller ARN the task presents (the doctor asks AWS GetCallerIdentity; the flow
+            knows only the role ARN the ECS endpoint names).
         role: The mapped `attribute.aws_role`.
         condition: The attribute condition being tested.
         audience: `credential_config["audience"]`.
@@ -184,6 +190,15 @@ KNOWN_FAILURES: Final[tuple[KnownFailure, ...]] = (
         "service_account_impersonation_url in the credential configuration.",
     ),
     _known(
+        "google-unavailable",
+        "sts iam",
+        r"kept failing \(HTTP \d{3}\)",
+        "Google STS or IAM Credentials is failing or throttling: this is on Google's side or "
+        "the network's, and a later attempt can succeed (the flow's steps retry it). If it "
+        "lasts, check https://status.cloud.google.com and any proxy between the task and "
+        "*.googleapis.com.",
+    ),
+    _known(
         "condition-rejected",
         "sts",
         r"unauthorized_client|rejected by the attribute condition",
@@ -211,8 +226,9 @@ KNOWN_FAILURES: Final[tuple[KnownFailure, ...]] = (
         r"invalid_grant|signature|expired|security token",
         "Google STS could not verify the signed AWS request: the AWS credentials expired or "
         "were revoked, the container clock is off, or the request was signed for another "
-        "region. Check step 1's expiry and region, and that credentials come from the ECS "
-        "endpoint each time rather than from AWS_* variables copied once.",
+        "region. Check the credentials' expiry and the region (the doctor's first two steps show "
+        "them), and that credentials come from the ECS endpoint each time rather than from AWS_* "
+        "variables copied once.",
     ),
     # -- IAM Credentials (service-account impersonation) ---------------------------------------
     _known(
@@ -300,7 +316,9 @@ def _placeholders(context: FixContext) -> _Placeholders:
     values = _Placeholders({k: v for k, v in asdict(context).items() if v})
     values.setdefault("arn", "the caller ARN")
     values.setdefault("role", "the mapped role")
-    values.setdefault("condition", "unknown here (pass the provider's as --condition)")
+    values.setdefault(
+        "condition", "unknown here (pass the provider's to `python -m blocks doctor --condition`)"
+    )
     values.setdefault("service_account", "the service account")
     values["admit"] = admitting_condition(context.condition, context.role)
     values["principal_set"] = principal_set(context.audience, context.role)
@@ -312,9 +330,20 @@ def _placeholders(context: FixContext) -> _Placeholders:
     return values
 
 
+_BY_KEY: Final[dict[str, KnownFailure]] = {known.key: known for known in KNOWN_FAILURES}
+
+
 def find_known_failure(exc: BaseException, stage: Stage | None = None) -> KnownFailure | None:
-    """The first table entry (of `stage`, or any) whose pattern the error's text matches."""
-    text = _error_text(exc)
+    """The first table entry (of `stage`, or any) whose pattern the error's text matches.
+
+    A `CredentialsError` was matched once already, on Google's own words: its entry is reused.
+    """
+    if isinstance(exc, CredentialsError) and exc.known in _BY_KEY:
+        return _BY_KEY[exc.known]
+    return _match(_error_text(exc), stage)
+
+
+def _match(text: str, stage: Stage | None) -> KnownFailure | None:
     for known in KNOWN_FAILURES:
         if (stage is None or stage in known.stages) and known.pattern.search(text):
             return known
@@ -334,3 +363,29 @@ def explain_google_auth_error(exc: BaseException, context: FixContext | None = N
     context = context or FixContext()
     known = find_known_failure(exc, context.stage)
     return known.fix.format_map(_placeholders(context)) if known else None
+
+
+def credentials_error(
+    problem: str,
+    cause: BaseException | None,
+    context: FixContext,
+    *,
+    retryable: bool = False,
+) -> CredentialsError:
+    """The error a failed exchange is raised as: `problem`, then the table's fix for it.
+
+    Args:
+        problem: What failed, with Google's or AWS's own words.
+        cause: The vendor error, matched against the table first; without one (or without a
+            match) `problem` itself is matched.
+        context: What the caller knows; `stage` limits the table.
+        retryable: Whether a later attempt can succeed.
+    """
+    known = find_known_failure(cause, context.stage) if cause is not None else None
+    known = known or _match(problem, context.stage)
+    return CredentialsError(
+        problem,
+        fix=known.fix.format_map(_placeholders(context)) if known else None,
+        known=known.key if known else None,
+        retryable=retryable,
+    )

@@ -6,10 +6,11 @@ for a federated token and, with impersonation, that token at IAM Credentials
 STS surfaces as an `OAuthError` and a 503 from IAM as a bare `RefreshError`. And its messages
 don't say which AWS role was rejected or which grant is missing.
 
-`WorkloadIdentityCredentials` adds both: the STS and IAM calls go through a retrying wrapper
-around google-auth's transport (connection errors and 429/5xx, bounded, with backoff), and the
-final errors become `RefreshError`s that name the AWS role, the provider and the fix. 4xx are
-never retried: a rejected condition is one STS request, not a retry storm.
+`WorkloadIdentityCredentials` adds both: the STS and IAM calls go through `blocks.retry`
+(connection errors and transient statuses, a few tries with a short backoff), and every failure
+is raised as a `blocks.errors.CredentialsError` (still a google-auth `RefreshError`): Google's
+answer, then the fix from `blocks.explain`'s table filled in with the AWS role the supplier
+reported. 4xx are never retried: a rejected condition is one STS request, not a retry storm.
 """
 
 from __future__ import annotations
@@ -23,12 +24,9 @@ from urllib.parse import urlsplit
 
 from google.auth import aws, exceptions
 
-from blocks.ecs import CredentialSource
-
-logger = logging.getLogger(__name__)
-
-RETRYABLE_STATUSES: Final[frozenset[int]] = frozenset({429, 500, 502, 503, 504})
-"""Statuses of Google STS / IAM Credentials worth another attempt."""
+from blocks.errors import CredentialsError
+from blocks.explain import FixContext, Stage, credentials_error
+from blocks.retry import RetriesExhausted, call_with_retries
 
 _SECRET_KEYS: Final = frozenset(
     {
@@ -83,58 +81,37 @@ for _name in _GOOGLE_TRANSPORT_LOGGERS:
         _logger.addFilter(_RedactHttpSecrets())
 
 
-class WorkloadIdentityError(exceptions.RefreshError):
-    """The AWS -> Google exchange failed; the message names the cause and the fix."""
-
-
 class _RetryingRequest:
     """google-auth transport wrapper that retries the token endpoints' transient failures."""
 
-    def __init__(
-        self,
-        inner: Callable[..., Any],
-        urls: set[str],
-        attempts: int,
-        backoff: float,
-        sleep: Callable[[float], None],
-    ) -> None:
+    def __init__(self, inner: Callable[..., Any], credentials: WorkloadIdentityCredentials) -> None:
         self._inner = inner
-        self._urls = {_endpoint(u) for u in urls if u}
-        self._attempts = attempts
-        self._backoff = backoff
-        self._sleep = sleep
-        self.exhausted: tuple[str, str] | None = None
-        """(url, problem) of the last call that failed on every attempt."""
+        self._credentials = credentials
 
     def __call__(self, url: str, method: str = "GET", **kwargs: Any) -> Any:
-        if _endpoint(url) not in self._urls:
+        credentials = self._credentials
+        stage = credentials.stage_of(url)
+        if stage is None:
             return self._inner(url=url, method=method, **kwargs)
-        delay = self._backoff
-        for attempt in range(1, self._attempts + 1):
-            try:
-                response = self._inner(url=url, method=method, **kwargs)
-            except exceptions.TransportError as exc:
-                if attempt == self._attempts:
-                    self.exhausted = (url, f"connection failed ({exc})")
-                    raise
-                problem = "connection failed"
-            else:
-                if response.status not in RETRYABLE_STATUSES:
-                    return response
-                if attempt == self._attempts:
-                    self.exhausted = (url, f"HTTP {response.status}")
-                    return response
-                problem = f"HTTP {response.status}"
-            logger.info(
-                "Transient %s from %s; retrying (attempt %s/%s)",
-                problem,
-                url,
-                attempt,
-                self._attempts,
+        try:
+            return call_with_retries(
+                lambda: self._inner(url=url, method=method, **kwargs),
+                what=url,
+                status=lambda response: response.status,
+                connection_errors=(exceptions.TransportError,),
+                attempts=credentials.retry_attempts,
+                backoff_seconds=credentials.retry_backoff_seconds,
+                sleep=credentials.retry_sleep,
             )
-            self._sleep(delay)
-            delay *= 2
-        raise AssertionError("unreachable")
+        except RetriesExhausted as exc:
+            # Raised inside google-auth's refresh, which passes it through untouched.
+            cause = exc.__cause__
+            raise credentials_error(
+                f"{url} kept failing ({exc.problem}) after {exc.attempts} attempts.",
+                cause,
+                credentials.fix_context(stage),
+                retryable=True,
+            ) from cause
 
 
 def _endpoint(url: str) -> str:
@@ -146,7 +123,7 @@ class WorkloadIdentityCredentials(aws.Credentials):
     """`google.auth.aws.Credentials` with retried token calls and actionable errors.
 
     Args:
-        retry_attempts: Tries per STS/IAM call on connection errors and 429/5xx.
+        retry_attempts: Tries per STS/IAM call on connection errors and transient statuses.
         retry_backoff_seconds: First wait between tries, doubled each time.
         retry_sleep: Waits between tries; tests pass a recorder.
         *args: Passed to `google.auth.aws.Credentials`.
@@ -162,18 +139,18 @@ class WorkloadIdentityCredentials(aws.Credentials):
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
-        self._retry_attempts = retry_attempts
-        self._retry_backoff = retry_backoff_seconds
-        self._retry_sleep = retry_sleep
+        self.retry_attempts = retry_attempts
+        self.retry_backoff_seconds = retry_backoff_seconds
+        self.retry_sleep = retry_sleep
 
     def _constructor_args(self) -> dict[str, Any]:
         # google-auth rebuilds the credentials from these for copies and for the source
         # credentials of impersonation; keep our settings (and the same supplier) on them.
         args = super()._constructor_args()
         args.update(
-            retry_attempts=self._retry_attempts,
-            retry_backoff_seconds=self._retry_backoff,
-            retry_sleep=self._retry_sleep,
+            retry_attempts=self.retry_attempts,
+            retry_backoff_seconds=self.retry_backoff_seconds,
+            retry_sleep=self.retry_sleep,
         )
         return args
 
@@ -182,116 +159,91 @@ class WorkloadIdentityCredentials(aws.Credentials):
         """The AWS credentials supplier (shared by every copy of these credentials)."""
         return self._aws_security_credentials_supplier
 
+    def without_impersonation(self) -> WorkloadIdentityCredentials:
+        """A copy that stops at Google STS's federated token, as google-auth builds the source
+        credentials of impersonation (the doctor checks that exchange on its own)."""
+        args = self._constructor_args()
+        args.update(
+            service_account_impersonation_url=None, service_account_impersonation_options={}
+        )
+        return type(self)(**args)
+
     def refresh(self, request: Any) -> None:
         """Exchange AWS credentials for a Google token, retrying transient failures.
 
         Raises:
-            WorkloadIdentityError: STS or IAM refused or kept failing; the message says why.
-            google.auth.exceptions.RefreshError: The supplier found no AWS credentials.
+            CredentialsError: The supplier found no AWS credentials, or STS or IAM refused or
+                kept failing; the message says why and what to fix, `retryable` whether a
+                later attempt can succeed.
         """
         if isinstance(request, _RetryingRequest):  # inner credentials of impersonation
             super().refresh(request)
             return
-        retrying = _RetryingRequest(
-            request,
-            {self._token_url, self._service_account_impersonation_url},
-            self._retry_attempts,
-            self._retry_backoff,
-            self._retry_sleep,
-        )
         try:
-            super().refresh(retrying)
-        except WorkloadIdentityError:
+            super().refresh(_RetryingRequest(request, self))
+        except CredentialsError:
             raise
-        except exceptions.OAuthError as exc:
-            raise self._explain_sts(exc, retrying.exhausted) from None
+        except exceptions.OAuthError as exc:  # Google STS answered with an error
+            raise self._sts_error(exc) from exc
         except exceptions.RefreshError as exc:
-            if retrying.exhausted:
-                raise self._exhausted(retrying.exhausted) from None
-            if self._is_iam_error(exc):
-                raise self._explain_iam(exc) from None
-            raise
-        except exceptions.TransportError:
-            if retrying.exhausted:
-                raise self._exhausted(retrying.exhausted) from None
-            raise
+            if self._service_account_impersonation_url and len(exc.args) > 1:  # IAM's answer
+                raise self._iam_error(exc) from exc
+            # The supplier's: its message already names what was tried and what to check.
+            message = str(exc.args[0]) if exc.args else type(exc).__name__
+            raise CredentialsError(message, retryable=exc.retryable) from exc
+        except exceptions.TransportError as exc:  # a connection error outside the token calls
+            raise CredentialsError(f"No answer: {exc}", retryable=True) from exc
 
     # -- translation -------------------------------------------------------------------------
 
-    def _source(self) -> CredentialSource | None:
-        return getattr(self.supplier, "last_source", None)
+    def stage_of(self, url: str) -> Stage | None:
+        """`sts` or `iam` for the token endpoints, None for any other URL."""
+        endpoint = _endpoint(url)
+        if endpoint == _endpoint(self._token_url):
+            return "sts"
+        impersonation = self._service_account_impersonation_url
+        return "iam" if impersonation and endpoint == _endpoint(impersonation) else None
 
-    def _who(self) -> str:
-        source = self._source()
-        if source is None:
-            return "the AWS identity"
-        role = source.role_arn or "an unknown role"
-        text = f"AWS role {role} (credentials from {source.kind}: {source.where})"
-        assumed = assumed_role_of(source.role_arn)
-        if assumed:
-            text += f", which Google sees as attribute.aws_role = {assumed!r}"
-        return text
-
-    def _exhausted(self, exhausted: tuple[str, str]) -> WorkloadIdentityError:
-        url, problem = exhausted
-        return WorkloadIdentityError(
-            f"{url} kept failing ({problem}) after {self._retry_attempts} attempts. This is on "
-            "Google's side or the network's; a later run can succeed.",
-            retryable=True,
+    def fix_context(self, stage: Stage) -> FixContext:
+        """What the credentials know for the fix: the provider, the account, the AWS role."""
+        source = getattr(self.supplier, "last_source", None)
+        role_arn = source.role_arn if source else None
+        return FixContext(
+            stage=stage,
+            arn=role_arn,
+            role=assumed_role_of(role_arn),
+            audience=self._audience,
+            service_account=self.service_account_email,
         )
 
-    def _explain_sts(
-        self, exc: exceptions.OAuthError, exhausted: tuple[str, str] | None
-    ) -> WorkloadIdentityError:
-        if exhausted:
-            return self._exhausted(exhausted)
+    def _sts_error(self, exc: exceptions.OAuthError) -> CredentialsError:
         body = _json(exc.args[1] if len(exc.args) > 1 else "")
-        code = body.get("error") if isinstance(body.get("error"), str) else ""
         description = str(body.get("error_description") or exc.args[0])
-        prefix = (
-            f"Google STS ({self._token_url}) refused the exchange for provider {self._audience}"
-        )
-        if code == "unauthorized_client" and "attribute condition" in description:
-            return WorkloadIdentityError(
-                f"{prefix}: {description} The caller is {self._who()}. Change the provider's "
-                "attribute condition to admit this role (e.g. attribute.aws_role == "
-                '"arn:aws:sts::ACCOUNT:assumed-role/ROLE"), or run the task with a role it '
-                "admits. `python -m blocks doctor` shows the mapped attributes."
-            )
-        if code == "invalid_target":
-            return WorkloadIdentityError(
-                f"{prefix}: {description} Check credential_config['audience']: project NUMBER "
-                "(not id), pool and provider ids, and that the provider is enabled."
-            )
-        if code == "invalid_grant":
+        retryable = body.get("error") == "invalid_grant"
+        if retryable:
             # Revoked or expired AWS keys: fetch fresh ones on the next attempt.
             invalidate = getattr(self.supplier, "invalidate", None)
             if invalidate:
                 invalidate()
-            return WorkloadIdentityError(
-                f"{prefix}: {description} The AWS credentials of {self._who()} were not "
-                "accepted; they are fetched again on the next attempt.",
-                retryable=True,
-            )
-        return WorkloadIdentityError(f"{prefix}: {description}")
+            description += " The AWS credentials are fetched again on the next attempt."
+        return credentials_error(
+            f"Google STS ({self._token_url}) refused the exchange for provider "
+            f"{self._audience}: {description}",
+            exc,
+            self.fix_context("sts"),
+            retryable=retryable,
+        )
 
-    def _is_iam_error(self, exc: exceptions.RefreshError) -> bool:
-        return bool(self._service_account_impersonation_url) and len(exc.args) > 1
-
-    def _explain_iam(self, exc: exceptions.RefreshError) -> WorkloadIdentityError:
+    def _iam_error(self, exc: exceptions.RefreshError) -> CredentialsError:
         body = _json(exc.args[1])
         error = body.get("error") if isinstance(body.get("error"), dict) else {}
         status, message = error.get("status", ""), error.get("message", str(exc.args[0]))
-        email = self.service_account_email
-        prefix = f"IAM Credentials refused to issue a token for {email}: {message}"
-        if status == "PERMISSION_DENIED":
-            return WorkloadIdentityError(
-                f"{prefix} Grant roles/iam.workloadIdentityUser on {email} to the pool's "
-                f"principal for {self._who()} (principalSet://iam.googleapis.com/projects/"
-                ".../locations/global/workloadIdentityPools/POOL/attribute.aws_role/...), and "
-                "check that the IAM Service Account Credentials API is enabled."
-            )
-        return WorkloadIdentityError(f"{prefix} ({status or 'no status'}).")
+        return credentials_error(
+            f"IAM Credentials refused to issue a token for {self.service_account_email}: "
+            f"{message} ({status or 'no status'}).",
+            exc,
+            self.fix_context("iam"),
+        )
 
 
 def assumed_role_of(role_arn: str | None) -> str | None:

@@ -11,7 +11,7 @@ from google.api_core import exceptions as gapi
 from google.auth import exceptions as gauth
 from google.cloud.storage.exceptions import DataCorruption
 
-from flows.errors import ConfigError, ExportError, PublishError, is_retryable
+from flows.errors import ConfigError, CredentialsError, ExportError, PublishError, is_retryable
 
 
 def _http_error(status: int) -> requests.HTTPError:
@@ -48,6 +48,8 @@ def _refresh_error(retryable: bool) -> gauth.RefreshError:
         (_http_error(404), False),
         (ConnectionResetError(), True),
         (TimeoutError(), True),
+        (CredentialsError("STS kept failing (HTTP 503)", retryable=True), True),
+        (CredentialsError("rejected by the attribute condition"), False),
         (ConfigError("bad date"), False),
         (ExportError("flaky", retryable=True), True),
         (PublishError("drift"), False),
@@ -57,3 +59,16 @@ def _refresh_error(retryable: bool) -> gauth.RefreshError:
 )
 def test_is_retryable(exc: BaseException, expected: bool) -> None:
     assert is_retryable(exc) is expected
+
+
+@pytest.mark.parametrize("retryable", [True, False])
+def test_credentials_error_is_also_google_auths_refresh_error_with_one_flag(retryable) -> None:
+    exc = CredentialsError("exchange failed", fix="Grant the role.", retryable=retryable)
+
+    assert isinstance(exc, gauth.RefreshError)
+    assert str(exc) == "exchange failed Grant the role."
+    assert (exc.problem, exc.fix) == ("exchange failed", "Grant the role.")
+    # google-auth's `retryable` property and PipelineError's flag are the same value.
+    assert exc.retryable is retryable and exc._retryable is retryable
+    exc.retryable = not retryable
+    assert gauth.RefreshError.retryable.fget(exc) is (not retryable)

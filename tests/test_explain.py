@@ -9,8 +9,10 @@ import pytest
 from google.api_core import exceptions as gapi
 from google.auth import exceptions
 
+from blocks.errors import CredentialsError
 from blocks.explain import (
     FixContext,
+    credentials_error,
     explain_google_auth_error,
     find_known_failure,
     parse_audience,
@@ -167,3 +169,39 @@ def test_parsers():
     assert principal_set(None, None).endswith(
         "workloadIdentityPools/POOL_ID/attribute.aws_role/ROLE_ARN"
     )
+
+
+def test_the_flows_error_and_the_doctors_fix_come_from_the_same_entry():
+    exc = _oauth_error(
+        "unauthorized_client", "The given credential is rejected by the attribute condition."
+    )
+    flow_context = FixContext(
+        stage="sts", arn="arn:aws:iam::111122223333:role/other", audience=AUDIENCE
+    )
+
+    error = credentials_error("Google STS refused the exchange: " + exc.args[0], exc, flow_context)
+
+    assert isinstance(error, CredentialsError) and error.known == "condition-rejected"
+    assert str(error) == f"{error.problem} {error.fix}"
+    assert "rejects arn:aws:iam::111122223333:role/other" in error.fix
+    assert "python -m blocks doctor --condition" in error.fix  # the flow cannot test it
+    # The doctor fills the same entry in with what it found, ignoring the flow's wording.
+    doctor_fix = explain_google_auth_error(error, CONTEXT)
+    assert doctor_fix == explain_google_auth_error(exc, CONTEXT)
+    assert ARN in doctor_fix and CONTEXT.condition in doctor_fix
+
+
+def test_token_endpoints_that_keep_failing():
+    error = credentials_error(
+        "https://sts.googleapis.com/v1/token kept failing (HTTP 503) after 3 attempts.",
+        None,
+        FixContext(stage="sts"),
+        retryable=True,
+    )
+    assert error.known == "google-unavailable" and error.retryable is True
+    assert "a later attempt can succeed" in error.fix
+
+
+def test_an_unknown_failure_is_raised_without_a_fix():
+    error = credentials_error("IAM said something new.", ValueError("new"), FixContext(stage="iam"))
+    assert (str(error), error.fix, error.known) == ("IAM said something new.", None, None)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import date, timedelta
 
 import google.auth.transport.requests
 import pytest
@@ -12,7 +12,10 @@ from google.api_core.client_options import ClientOptions
 from google.auth import exceptions
 from google.cloud import bigquery, storage
 
-from blocks.federation import WorkloadIdentityError
+from blocks.errors import CredentialsError
+from flows.bigquery import export_view
+from flows.config import BigQueryConfig, GcsConfig
+from flows.errors import is_retryable
 from standins.aws import ACCOUNT_ID, OTHER_ROLE, TASK_ROLE
 from tests.plugins.aws_google import PROJECT, SERVICE_ACCOUNT
 
@@ -78,7 +81,7 @@ def test_revoked_aws_keys_are_fetched_again_on_the_next_attempt(
     moto_aws.revoke(ecs.issued[0].access_key_id)
     ecs.rotate()
 
-    with pytest.raises(WorkloadIdentityError, match="InvalidClientTokenId") as caught:
+    with pytest.raises(CredentialsError, match="InvalidClientTokenId") as caught:
         _refresh(credentials)
     assert caught.value.retryable is True
     _refresh(credentials)  # the cache was dropped: the rotated keys are used, no clock change
@@ -97,7 +100,7 @@ def test_condition_rejected_is_one_request_and_names_the_role(
     ecs.role = OTHER_ROLE  # the write-up's ecsTaskExecutionRole, which the condition refuses
     caplog.set_level(logging.DEBUG)
 
-    with pytest.raises(WorkloadIdentityError) as caught:
+    with pytest.raises(CredentialsError) as caught:
         _refresh(wif_block.get_credentials_from_service_account())
 
     message = str(caught.value)
@@ -113,7 +116,7 @@ def test_condition_rejected_is_one_request_and_names_the_role(
 def test_missing_workload_identity_user_grant_says_what_to_grant(wif_block, google_identity):
     google_identity.grants.clear()
 
-    with pytest.raises(WorkloadIdentityError, match=r"roles/iam\.workloadIdentityUser") as caught:
+    with pytest.raises(CredentialsError, match=r"roles/iam\.workloadIdentityUser") as caught:
         _refresh(wif_block.get_credentials_from_service_account())
 
     assert "iam.serviceAccounts.getAccessToken" in str(caught.value)
@@ -124,7 +127,7 @@ def test_missing_workload_identity_user_grant_says_what_to_grant(wif_block, goog
 def test_wrong_audience_says_to_check_the_provider(wif_block, google_identity):
     google_identity.providers.clear()
 
-    with pytest.raises(WorkloadIdentityError, match=r"credential_config\['audience'\]"):
+    with pytest.raises(CredentialsError, match=r"credential_config\['audience'\]"):
         _refresh(wif_block.get_credentials_from_service_account())
 
 
@@ -143,11 +146,41 @@ def test_transient_5xx_is_retried_then_succeeds(wif_block, google_identity, slee
 def test_5xx_beyond_the_attempts_is_a_retryable_error(wif_block, google_identity, sleeps):
     google_identity.fail_next("sts", 500, times=3)
 
-    with pytest.raises(WorkloadIdentityError, match="after 3 attempts") as caught:
+    with pytest.raises(CredentialsError, match="after 3 attempts") as caught:
         _refresh(wif_block.get_credentials_from_service_account())
 
     assert caught.value.retryable is True
     assert len(google_identity.requests_to("sts")) == 3
+
+
+@pytest.mark.parametrize(
+    ("fault", "says", "retryable"),
+    [
+        ("rejected condition", "The provider's attribute condition rejects", False),
+        ("STS down", r"kept failing \(HTTP 503\) after 3 attempts\. Google STS", True),
+    ],
+)
+def test_an_export_whose_token_refresh_fails_raises_the_explained_credentials_error(
+    wif_block, ecs, google_identity, google_apis, sleeps, fault, says, retryable
+):
+    if fault == "rejected condition":
+        ecs.role = OTHER_ROLE
+    else:
+        google_identity.fail_next("sts", 503, times=3)
+    client = bigquery.Client(
+        project=PROJECT,
+        credentials=wif_block.get_credentials_from_service_account(),
+        client_options=ClientOptions(api_endpoint=google_apis.url),
+    )
+    bq = BigQueryConfig(view=f"{PROJECT}.marts.daily_ads", date_column="day")
+
+    with pytest.raises(CredentialsError, match=says) as caught:
+        export_view(client, bq, GcsConfig(bucket="exports"), date(2026, 11, 28), attempt="run-1")
+
+    assert isinstance(caught.value, exceptions.RefreshError)  # what google-auth callers catch
+    assert caught.value.retryable is retryable
+    assert is_retryable(caught.value) is retryable  # the export task retries only the outage
+    assert google_apis.seen == []  # no BigQuery call went out without a token
 
 
 def test_real_bigquery_and_storage_clients_send_the_impersonated_token(wif_block, google_apis):
@@ -196,8 +229,12 @@ def test_api_fake_refuses_requests_without_a_valid_token(google_apis, authorizat
 def test_no_aws_source_at_all_is_a_clear_error(wif_block, make_supplier, ecs):
     wif_block.with_runtime(supplier=make_supplier({"AWS_REGION": "us-east-1"}, use_imds=False))
 
-    with pytest.raises(exceptions.RefreshError, match="AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"):
+    with pytest.raises(
+        exceptions.RefreshError, match="AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"
+    ) as caught:
         _refresh(wif_block.get_credentials_from_service_account())
+    assert isinstance(caught.value, CredentialsError)  # the supplier's message, as the flow's error
+    assert caught.value.retryable is False
 
 
 def test_prefect_gcp_blocks_built_at_run_time_use_the_keyless_credentials(
