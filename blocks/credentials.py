@@ -99,7 +99,10 @@ class AwsWorkloadIdentityCredentials(GcpCredentials):
         default=3,
         ge=1,
         le=10,
-        description="Tries per Google STS / IAM call on connection errors and HTTP 429/5xx.",
+        description=(
+            "Tries per Google STS / IAM call on connection errors and HTTP 408/429/5xx, 1 s "
+            "apart, then 2 s, ...; the step's own retries come on top."
+        ),
     )
 
     _supplier: AwsEcsTaskRoleSupplier | None = PrivateAttr(default=None)

@@ -1,21 +1,20 @@
 """Diagnose the AWS -> Google Workload Identity chain from inside the ECS task, step by step.
 
-Each step is a small function that reads and fills a shared `_Run` and returns a `StepResult`;
-the first failure stops the run and the later steps are reported as skipped. A failed step
-carries the fix from `blocks.explain`'s table. Nothing secret is printed: no AWS keys, session
-tokens or Google access tokens, only where credentials came from, the caller ARN and the
-mapped attributes.
+The doctor drives the classes the flow uses, one link at a time: the block's AWS supplier
+(credentials, region), a signed GetCallerIdentity (the identity Google STS will see), the
+provider's mapping and condition in CEL (`blocks.cel`), then the block's own
+`WorkloadIdentityCredentials`: the STS exchange alone, the exchange with impersonation, and a
+cheap call through the block's client. The first failure stops the run and the later steps are
+reported as skipped. A failed step carries the fix from `blocks.explain`'s table, the one the
+flow's `CredentialsError`s are written from, filled in with what the doctor found. Nothing
+secret is printed: no AWS keys, session tokens or Google access tokens, only where credentials
+came from, the caller ARN and the mapped attributes.
 
     python -m blocks doctor --block NAME [--condition CEL] [--bucket B]
-
-Steps: AWS credentials -> AWS region -> caller ARN (signed GetCallerIdentity) -> attribute
-mapping and condition (CEL) -> Google STS exchange -> service-account impersonation -> a cheap
-real call (BigQuery dry run, or listing the bucket).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import textwrap
 import xml.etree.ElementTree as ET
@@ -25,18 +24,13 @@ from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
 import google.auth.transport.requests
-from google.auth import aws, exceptions, impersonated_credentials
-from google.auth.credentials import Credentials
+from google.auth import aws, exceptions
 
 from blocks.cel import DEFAULT_AWS_MAPPING, evaluate_condition, evaluate_mapping
 from blocks.credentials import AwsWorkloadIdentityCredentials
 from blocks.ecs import AwsEcsTaskRoleSupplier
-from blocks.explain import (
-    FixContext,
-    Stage,
-    admitting_condition,
-    explain_google_auth_error,
-)
+from blocks.errors import CredentialsError
+from blocks.explain import FixContext, Stage, admitting_condition, explain_google_auth_error
 
 Status = Literal["PASS", "WARN", "FAIL", "SKIP"]
 AWS_STS_ENDPOINT: Final = "https://sts.{region}.amazonaws.com"
@@ -44,7 +38,6 @@ _GET_CALLER_IDENTITY: Final = "Action=GetCallerIdentity&Version=2011-06-15"
 _TIMEOUT: Final = 30.0
 """Seconds the cheap call may take, retries included."""
 _FORM: Final = "application/x-www-form-urlencoded; charset=utf-8"
-_STS_NS: Final = {"sts": "https://sts.amazonaws.com/doc/2011-06-15/"}
 
 
 @dataclass(frozen=True)
@@ -71,7 +64,7 @@ class DoctorOptions:
         bucket: List this bucket as the cheap call instead of a BigQuery dry run.
         aws_sts_endpoint: Send the signed GetCallerIdentity here instead of to the regional
             AWS STS endpoint (a VPC endpoint, or a local stand-in in tests).
-        environ: The process environment (read only), for the ECS checks.
+        environ: The process environment (read only), to say where the region came from.
     """
 
     condition: str | None = None
@@ -87,13 +80,15 @@ class _Run:
 
     block: AwsWorkloadIdentityCredentials
     options: DoctorOptions
-    supplier: AwsEcsTaskRoleSupplier
     request: Callable[..., Any]
     context: FixContext
     aws_credentials: aws.AwsSecurityCredentials | None = None
     region: str | None = None
     assertion: dict[str, str] = field(default_factory=dict)
-    sts_credentials: Credentials | None = None
+
+    @property
+    def supplier(self) -> AwsEcsTaskRoleSupplier:
+        return self.block.supplier
 
     def learn(self, **values: str | None) -> None:
         self.context = replace(self.context, **values)
@@ -101,22 +96,13 @@ class _Run:
     def failed(
         self, name: str, exc: BaseException, stage: Stage, details: tuple[tuple[str, str], ...] = ()
     ) -> StepResult:
-        """A FAIL result with the error's message and the fix the table knows for it."""
-        message = _first_line(exc)
+        """A FAIL result with what failed and the fix the table knows for it."""
+        # A CredentialsError's message ends with the flow's fix; the doctor prints its own.
+        message = exc.problem if isinstance(exc, CredentialsError) else str(exc)
+        message = message or type(exc).__name__
+        message = message if len(message) < 600 else message[:600] + " ..."
         fix = explain_google_auth_error(exc, replace(self.context, stage=stage))
         return StepResult(name, "FAIL", (*details, ("error", message)), fix)
-
-
-def _first_line(exc: BaseException) -> str:
-    # google-auth's errors carry the response body as a second argument; the message is first.
-    if isinstance(exc, exceptions.GoogleAuthError):
-        text = str(exc.args[0]) if exc.args else type(exc).__name__
-        said = _google_message(exc.args[1]) if len(exc.args) > 1 else None
-        if said and said not in text:
-            text += f": {said}"
-    else:
-        text = str(exc) or type(exc).__name__
-    return text if len(text) < 600 else text[:600] + " ..."
 
 
 # -- the steps ---------------------------------------------------------------------------------
@@ -134,21 +120,8 @@ def _aws_credentials(run: _Run, name: str) -> StepResult:
     if source.role_arn:
         details.append(("role", source.role_arn))
     details.append(("expires", _expiry(source.expiration)))
-    env = run.options.environ
-    if source.kind == "imds" and env.get("ECS_CONTAINER_METADATA_URI_V4"):
-        return StepResult(
-            name,
-            "WARN",
-            tuple(details),
-            "These are the EC2 *instance* role's credentials, not a task role's: this runs in "
-            "an ECS task (ECS_CONTAINER_METADATA_URI_V4 is set) but the container got no "
-            "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI. Every task on the host shares the "
-            "instance role (least privilege). Set taskRoleArn in the task definition, and make "
-            "the provider's condition admit only that task role.",
-        )
-    if source.warning:
-        return StepResult(name, "WARN", tuple(details), source.warning)
-    return StepResult(name, "PASS", tuple(details))
+    # The supplier's own least-privilege warning, e.g. the EC2 instance role inside ECS.
+    return StepResult(name, "WARN" if source.warning else "PASS", tuple(details), source.warning)
 
 
 def _aws_region(run: _Run, name: str) -> StepResult:
@@ -191,12 +164,13 @@ def _caller_identity(run: _Run, name: str) -> StepResult:
         error = exceptions.TransportError(f"AWS STS {url}: cannot connect ({exc})")
         return run.failed(name, error, "aws", details)
     body = response.data.decode() if isinstance(response.data, bytes) else str(response.data)
+    fields = _xml_leaves(body)
     if response.status != 200:
-        code, message = _aws_error(body)
-        status = f"HTTP {response.status} {code}".strip()
+        status = f"HTTP {response.status} {fields.get('code', '')}".strip()
+        message = fields.get("message") or body[:200]
         error = exceptions.RefreshError(f"AWS STS answered {status}: {message}")
         return run.failed(name, error, "aws", details)
-    run.assertion = _caller(body)
+    run.assertion = {k: fields[k] for k in ("arn", "account", "userid") if k in fields}
     run.learn(arn=run.assertion.get("arn"))
     return StepResult(name, "PASS", (*details, *run.assertion.items()))
 
@@ -230,17 +204,9 @@ def _mapping_and_condition(run: _Run, name: str) -> StepResult:
 
 def _sts_exchange(run: _Run, name: str) -> StepResult:
     config = run.block.credential_config
-    info = {
-        k: v
-        for k, v in config.items()
-        if k not in ("credential_source", "service_account_impersonation_url")
-        and k != "service_account_impersonation"
-    }
-    details = (("audience", str(config.get("audience"))), ("token_url", str(info.get("token_url"))))
+    details = (("audience", str(config.get("audience"))), ("token_url", str(config["token_url"])))
     try:
-        credentials = aws.Credentials.from_info(
-            info, aws_security_credentials_supplier=run.supplier, scopes=list(run.block.scopes)
-        )
+        credentials = run.block.get_credentials_from_service_account().without_impersonation()
         credentials.refresh(run.request)
     except (exceptions.GoogleAuthError, ValueError) as exc:
         result = run.failed(name, exc, "sts", details)
@@ -253,29 +219,18 @@ def _sts_exchange(run: _Run, name: str) -> StepResult:
             )
             result = replace(result, fix=(result.fix or "") + extra)
         return result
-    run.sts_credentials = credentials
     return StepResult(name, "PASS", (*details, ("federated token", "issued")))
 
 
 def _impersonation(run: _Run, name: str) -> StepResult:
-    url = run.block.credential_config.get("service_account_impersonation_url")
     email = run.block.service_account_email
-    if not url or not email:
-        return StepResult(
-            name,
-            "PASS",
-            (("service account", "none: the federated identity calls Google APIs directly"),),
-        )
+    if not email:
+        none = "none: the federated identity calls Google APIs directly"
+        return StepResult(name, "PASS", (("service account", none),))
     details = (("service account", email),)
-    credentials = impersonated_credentials.Credentials(
-        source_credentials=run.sts_credentials,
-        target_principal=email,
-        target_scopes=list(run.block.scopes),
-        lifetime=run.block.token_lifetime_seconds or 3600,
-        iam_endpoint_override=url,
-    )
     try:
-        credentials.refresh(run.request)
+        # The block's own credentials, as the flow refreshes them: STS, then IAM Credentials.
+        run.block.get_credentials_from_service_account().refresh(run.request)
     except exceptions.GoogleAuthError as exc:
         return run.failed(name, exc, "iam", details)
     return StepResult(name, "PASS", (*details, ("access token", "issued")))
@@ -336,16 +291,14 @@ def diagnose(
         One result per step; those after a failure have status SKIP.
     """
     options = options or DoctorOptions()
-    if supplier is not None:
-        block.with_runtime(supplier=supplier)
-    config = block.credential_config
+    # New Google credentials for this run (with this supplier, if one is given).
+    block.with_runtime(supplier=supplier)
     run = _Run(
         block=block,
         options=options,
-        supplier=block.supplier,
         request=request or google.auth.transport.requests.Request(),
         context=FixContext(
-            audience=config.get("audience"),
+            audience=block.credential_config.get("audience"),
             service_account=block.service_account_email,
             project=block.project,
             bucket=options.bucket,
@@ -418,15 +371,6 @@ def _wrap(text: str) -> list[str]:
     return lines
 
 
-def _google_message(body: object) -> str | None:
-    """The `error.message` of a Google JSON error body (IAM Credentials puts it there)."""
-    try:
-        error = json.loads(str(body)).get("error")
-    except (ValueError, AttributeError):
-        return None
-    return str(error.get("message")) if isinstance(error, dict) and error.get("message") else None
-
-
 def _expiry(expiration: datetime | None) -> str:
     if expiration is None:
         return "never (static keys)"
@@ -436,23 +380,17 @@ def _expiry(expiration: datetime | None) -> str:
     return f"{expiration.isoformat()} ({when})"
 
 
-def _caller(body: str) -> dict[str, str]:
-    root = ET.fromstring(body)  # noqa: S314 - AWS STS's answer, no entities
-    result = root.find(".//sts:GetCallerIdentityResult", _STS_NS)
-    if result is None:
-        result = root.find(".//GetCallerIdentityResult")
-    values: dict[str, str] = {}
-    for child in list(result) if result is not None else []:
-        key = child.tag.rsplit("}", 1)[-1].lower()  # Arn -> arn, UserId -> userid
-        values[key] = (child.text or "").strip()
-    return {k: values[k] for k in ("arn", "account", "userid") if k in values}
+def _xml_leaves(body: str) -> dict[str, str]:
+    """The leaf elements of an AWS STS answer by lowercased local name (`Arn` -> `arn`).
 
-
-def _aws_error(body: str) -> tuple[str, str]:
+    Covers both shapes: GetCallerIdentityResult's Arn/Account/UserId and Error's Code/Message.
+    """
     try:
         root = ET.fromstring(body)  # noqa: S314 - AWS STS's answer, no entities
     except ET.ParseError:
-        return "", body[:200]
-    code = next((e.text for e in root.iter() if e.tag.endswith("Code")), "") or ""
-    message = next((e.text for e in root.iter() if e.tag.endswith("Message")), "") or ""
-    return code, message
+        return {}
+    return {
+        leaf.tag.rsplit("}", 1)[-1].lower(): (leaf.text or "").strip()
+        for leaf in root.iter()
+        if len(leaf) == 0
+    }

@@ -325,9 +325,12 @@ class AwsEcsTaskRoleSupplier(aws.AwsSecurityCredentialsSupplier):
             # ECS on EC2 without a task role: IMDS hands out the *instance* role, shared by
             # every task on the host. Works, but is not what the WIF condition should admit.
             warning = (
-                f"Running on ECS but using the EC2 instance role {role!r} from {base}: the task "
-                "definition has no taskRoleArn, so every task on this host shares these "
-                "credentials. Set a task role and allow only it in the provider's condition."
+                "These are the EC2 *instance* role's credentials, not a task role's: this runs "
+                "in an ECS task (ECS_CONTAINER_METADATA_URI_V4 is set) but the container got no "
+                f"AWS_CONTAINER_CREDENTIALS_RELATIVE_URI, so the EC2 instance role {role!r} from "
+                f"{base} answered. Every task on the host shares it (least privilege). Set "
+                "taskRoleArn in the task definition, and make the provider's condition admit "
+                "only that task role."
             )
         return _Fetched(
             credentials,

@@ -78,6 +78,22 @@ def test_all_pass(run_doctor, ecs, google_identity, apis_env):
     assert [e.outcome for e in google_identity.exchanges][:1] == ["accepted"]
 
 
+def test_the_doctor_drives_the_blocks_own_credentials(
+    run_doctor, wif_block, google_identity, apis_env, sleeps
+):
+    google_identity.fail_next("sts", 503, times=2)  # the flow's retry policy applies here too
+
+    results, text = run_doctor()
+
+    assert exit_code(results) == 0, text
+    assert sleeps.calls == [1.0, 2.0]
+    # Step 5 exchanges alone, step 6 refreshes the block's credentials (STS, then IAM) and step
+    # 7's client reuses that token: no exchange of the doctor's own.
+    assert len(google_identity.requests_to("sts")) == 2 + 2
+    assert len(google_identity.requests_to("iam")) == 1
+    assert wif_block.get_credentials_from_service_account().valid
+
+
 def test_bucket_listing_instead_of_bigquery(run_doctor, apis_env):
     results, text = run_doctor(bucket="exports")
     assert exit_code(results) == 0, text
