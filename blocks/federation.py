@@ -227,8 +227,7 @@ class WorkloadIdentityCredentials(aws.Credentials):
                 invalidate()
             description += " The AWS credentials are fetched again on the next attempt."
         return credentials_error(
-            f"Google STS ({self._token_url}) refused the exchange for provider "
-            f"{self._audience}: {description}",
+            f"Google STS refused the exchange: {description}",  # the fixes name the provider
             exc,
             self.fix_context("sts"),
             retryable=retryable,
