@@ -90,7 +90,7 @@ class _RetryingRequest:
 
     def __call__(self, url: str, method: str = "GET", **kwargs: Any) -> Any:
         credentials = self._credentials
-        stage = credentials.stage_of(url)
+        stage = credentials._stage_of(url)
         if stage is None:
             return self._inner(url=url, method=method, **kwargs)
         try:
@@ -99,9 +99,9 @@ class _RetryingRequest:
                 what=url,
                 status=lambda response: response.status,
                 connection_errors=(exceptions.TransportError,),
-                attempts=credentials.retry_attempts,
-                backoff_seconds=credentials.retry_backoff_seconds,
-                sleep=credentials.retry_sleep,
+                attempts=credentials._retry_attempts,
+                backoff_seconds=credentials._retry_backoff,
+                sleep=credentials._retry_sleep,
             )
         except RetriesExhausted as exc:
             # Raised inside google-auth's refresh, which passes it through untouched.
@@ -109,7 +109,7 @@ class _RetryingRequest:
             raise credentials_error(
                 f"{url} kept failing ({exc.problem}) after {exc.attempts} attempts.",
                 cause,
-                credentials.fix_context(stage),
+                credentials._fix_context(stage),
                 retryable=True,
             ) from cause
 
@@ -139,18 +139,18 @@ class WorkloadIdentityCredentials(aws.Credentials):
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
-        self.retry_attempts = retry_attempts
-        self.retry_backoff_seconds = retry_backoff_seconds
-        self.retry_sleep = retry_sleep
+        self._retry_attempts = retry_attempts
+        self._retry_backoff = retry_backoff_seconds
+        self._retry_sleep = retry_sleep
 
     def _constructor_args(self) -> dict[str, Any]:
         # google-auth rebuilds the credentials from these for copies and for the source
         # credentials of impersonation; keep our settings (and the same supplier) on them.
         args = super()._constructor_args()
         args.update(
-            retry_attempts=self.retry_attempts,
-            retry_backoff_seconds=self.retry_backoff_seconds,
-            retry_sleep=self.retry_sleep,
+            retry_attempts=self._retry_attempts,
+            retry_backoff_seconds=self._retry_backoff,
+            retry_sleep=self._retry_sleep,
         )
         return args
 
@@ -196,7 +196,7 @@ class WorkloadIdentityCredentials(aws.Credentials):
 
     # -- translation -------------------------------------------------------------------------
 
-    def stage_of(self, url: str) -> Stage | None:
+    def _stage_of(self, url: str) -> Stage | None:
         """`sts` or `iam` for the token endpoints, None for any other URL."""
         endpoint = _endpoint(url)
         if endpoint == _endpoint(self._token_url):
@@ -204,7 +204,7 @@ class WorkloadIdentityCredentials(aws.Credentials):
         impersonation = self._service_account_impersonation_url
         return "iam" if impersonation and endpoint == _endpoint(impersonation) else None
 
-    def fix_context(self, stage: Stage) -> FixContext:
+    def _fix_context(self, stage: Stage) -> FixContext:
         """What the credentials know for the fix: the provider, the account, the AWS role."""
         source = getattr(self.supplier, "last_source", None)
         role_arn = source.role_arn if source else None
@@ -229,7 +229,7 @@ class WorkloadIdentityCredentials(aws.Credentials):
         return credentials_error(
             f"Google STS refused the exchange: {description}",  # the fixes name the provider
             exc,
-            self.fix_context("sts"),
+            self._fix_context("sts"),
             retryable=retryable,
         )
 
@@ -241,7 +241,7 @@ class WorkloadIdentityCredentials(aws.Credentials):
             f"IAM Credentials refused to issue a token for {self.service_account_email}: "
             f"{message} ({status or 'no status'}).",
             exc,
-            self.fix_context("iam"),
+            self._fix_context("iam"),
         )
 
 
