@@ -1,7 +1,8 @@
 """Shared fixtures: a clean environment per test and, once per session, a Prefect test server.
 
-Fixtures for each outside system live in `tests/plugins/` (one module a system) and are
-registered here so that every test directory sees them.
+Fixtures for each outside system live in `tests/plugins/` (one module a system), beside
+`tests/plugins/ci.py` (under CI a missing tool fails instead of skipping); all are registered
+here so that every test directory sees them.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 pytest_plugins = [
+    "tests.plugins.ci",
     "tests.plugins.aws_google",
     "tests.plugins.emulators",
     "tests.plugins.tableau",
@@ -40,8 +42,3 @@ def prefect_server() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=240):
         yield
-
-
-def in_ci() -> bool:
-    """Under CI a missing emulator is a failure, never a skip."""
-    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}

@@ -23,7 +23,7 @@ import pytest
 
 from standins.aws import REGION, MotoAws
 from tests import dockerfile
-from tests.conftest import in_ci
+from tests.plugins.ci import unavailable
 
 REPO = Path(__file__).resolve().parents[1]
 # Dev- and deploy-time packages (import names): none may reach the flow image.
@@ -48,9 +48,9 @@ PYTHON = Path(sys.base_prefix) / "bin" / f"python{sys.version_info[0]}.{sys.vers
 
 
 def _missing(what: str) -> None:
-    if in_ci():
-        pytest.fail(f"{what} is missing; CI must have it (./dev installs it)")
-    pytest.skip(f"{what} is missing")
+    unavailable(
+        f"{what} is missing", under_ci=f"{what} is missing; CI must have it (./dev installs it)"
+    )
 
 
 def _hadolint() -> str:

@@ -29,7 +29,7 @@ from standins.emulators import (
     start_gcs,
     storage_client,
 )
-from tests.conftest import in_ci
+from tests.plugins.ci import unavailable
 
 EMULATOR_PROJECT = "test-project"
 MART_DATES = tuple(date(2026, 11, d) for d in range(1, 6))
@@ -38,9 +38,7 @@ EMPTY_DATE = date(2026, 10, 31)  # before the mart's first day: no rows
 
 
 def _unavailable(exc: Exception) -> None:
-    if in_ci():
-        pytest.fail(f"emulator unavailable under CI: {exc}")
-    pytest.skip(f"emulator unavailable: {exc}")
+    unavailable(f"emulator unavailable: {exc}", under_ci=f"emulator unavailable under CI: {exc}")
 
 
 @pytest.fixture(scope="session")
