@@ -325,6 +325,7 @@ def test_save_credentials_block_from_a_config_file(prefect_server, tmp_path, cre
 
 
 @pytest.mark.prefect
+@pytest.mark.subprocess
 def test_prefect_block_register_cli(prefect_server):
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL

@@ -42,7 +42,7 @@ from flows.config import PipelineConfig
 from standins.docker import FakeDockerEngine
 from tests import dockerfile
 
-pytestmark = pytest.mark.prefect
+pytestmark = [pytest.mark.prefect, pytest.mark.subprocess]
 
 REPO = Path(__file__).resolve().parents[1]
 POOL = "ecs-deploy-test"

@@ -51,6 +51,7 @@ def _flag(command: list[str], name: str) -> str:
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+@pytest.mark.subprocess
 def test_shellcheck_is_clean(script: Path) -> None:
     shellcheck = shutil.which("shellcheck") or str(Path(sys.executable).with_name("shellcheck"))
     if not Path(shellcheck).exists():
@@ -62,6 +63,7 @@ def test_shellcheck_is_clean(script: Path) -> None:
     assert result.returncode == 0, result.stdout
 
 
+@pytest.mark.subprocess
 def test_check_env_accepts_a_complete_environment() -> None:
     result = _bash("check_env.sh", DEPLOY_ENV)
     assert result.returncode == 0, result.stderr
@@ -69,6 +71,7 @@ def test_check_env_accepts_a_complete_environment() -> None:
 
 
 @pytest.mark.parametrize("name", sorted(DEPLOY_ENV))
+@pytest.mark.subprocess
 def test_check_env_names_each_missing_variable(name: str) -> None:
     env = {k: v for k, v in DEPLOY_ENV.items() if k != name}
     result = _bash("check_env.sh", env)
@@ -92,12 +95,14 @@ def test_check_env_names_each_missing_variable(name: str) -> None:
         ("DEPLOY_GCS_BUCKET", "gs://ad-mart-prod-tableau-staging"),
     ],
 )
+@pytest.mark.subprocess
 def test_check_env_refuses_malformed_values(name: str, value: str) -> None:
     result = _bash("check_env.sh", {**DEPLOY_ENV, name: value})
     assert result.returncode == 1
     assert f"{name}='{value}' is malformed" in result.stderr
 
 
+@pytest.mark.subprocess
 def test_check_env_refuses_the_execution_role_as_task_role() -> None:
     env = {**DEPLOY_ENV, "DEPLOY_TASK_ROLE_ARN": DEPLOY_ENV["DEPLOY_EXECUTION_ROLE_ARN"]}
     result = _bash("check_env.sh", env)
@@ -132,6 +137,7 @@ def _provider(commands: list[list[str]]) -> list[str]:
     return next(c for c in commands if c[:5] == prefix)
 
 
+@pytest.mark.subprocess
 def test_gcp_provider_admits_the_task_role_and_nothing_else(
     gcp_commands: list[list[str]],
 ) -> None:
@@ -156,6 +162,7 @@ def test_gcp_provider_admits_the_task_role_and_nothing_else(
     assert not admitted(f"arn:aws:iam::{ACCOUNT}:user/deployer")
 
 
+@pytest.mark.subprocess
 def test_gcp_impersonation_binding_matches_the_mapped_role(
     gcp_commands: list[list[str]],
 ) -> None:
@@ -174,6 +181,7 @@ def test_gcp_impersonation_binding_matches_the_mapped_role(
     )
 
 
+@pytest.mark.subprocess
 def test_gcp_service_account_gets_only_the_pipeline_roles(
     gcp_commands: list[list[str]],
 ) -> None:
@@ -197,6 +205,7 @@ def test_gcp_service_account_gets_only_the_pipeline_roles(
     assert cred[4].endswith("/workloadIdentityPools/aws-ecs/providers/aws-provider")
 
 
+@pytest.mark.subprocess
 def test_gcp_setup_creates_the_staging_bucket_before_granting_on_it(
     gcp_commands: list[list[str]], gcp_output: str
 ) -> None:
@@ -220,6 +229,7 @@ def test_gcp_setup_creates_the_staging_bucket_before_granting_on_it(
     }
 
 
+@pytest.mark.subprocess
 def test_gcp_setup_refuses_a_bad_account_id() -> None:
     env = {
         "DRY_RUN": "1",
@@ -252,6 +262,7 @@ def fake_python(tmp_path: Path) -> tuple[Path, Path]:
     return script, log
 
 
+@pytest.mark.subprocess
 def test_push_pool_script_passes_both_roles_and_sets_the_task_role(
     fake_python: tuple[Path, Path],
 ) -> None:
@@ -312,6 +323,7 @@ def test_iam_documents_are_valid_json_policies(name: str) -> None:
         assert statement["Action"] == "sts:AssumeRole"
 
 
+@pytest.mark.subprocess
 def test_hybrid_script_creates_an_ecs_pool_and_a_worker_service(
     fake_python: tuple[Path, Path],
 ) -> None:
@@ -402,6 +414,7 @@ def test_job_template_refuses_a_non_role_arn(capsys: pytest.CaptureFixture[str])
 
 
 @pytest.mark.prefect
+@pytest.mark.subprocess
 def test_register_blocks_script_runs_verbatim_against_a_prefect_server(
     prefect_server: None, credential_config: dict[str, object], tmp_path: Path
 ) -> None:

@@ -90,6 +90,7 @@ def _chain(name: str) -> list[dockerfile.Stage]:
     return chain
 
 
+@pytest.mark.subprocess
 def test_hadolint_passes() -> None:
     result = subprocess.run(
         [_hadolint(), str(REPO / "Dockerfile")], capture_output=True, text=True, check=False
@@ -249,12 +250,14 @@ def _found(image: ImageEnv, names: tuple[str, ...]) -> dict[str, bool]:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.subprocess
 def test_flow_image_has_no_dev_packages(flow_image: ImageEnv) -> None:
     found = _found(flow_image, DEV_ONLY + RUNTIME)
     assert [m for m in DEV_ONLY if found[m]] == [], "dev-only packages in the image"
     assert [m for m in RUNTIME if not found[m]] == [], "runtime packages missing from the image"
 
 
+@pytest.mark.subprocess
 def test_flow_image_ships_bytecode_for_every_module_of_ours(flow_image: ImageEnv) -> None:
     sources = sorted((flow_image.app / "flows").glob("*.py"))
     sources += sorted((flow_image.app / "blocks").glob("*.py"))
@@ -267,6 +270,7 @@ def test_flow_image_ships_bytecode_for_every_module_of_ours(flow_image: ImageEnv
 
 
 @pytest.mark.hyper
+@pytest.mark.subprocess
 def test_flow_image_imports_the_project_from_anywhere_and_runs_hyper(
     flow_image: ImageEnv, tmp_path: Path
 ) -> None:
@@ -296,6 +300,7 @@ import standins  # must not be in the image
     assert listed.stdout.strip().endswith("ok"), listed.stderr
 
 
+@pytest.mark.subprocess
 def test_worker_image_has_prefect_aws_and_nothing_of_the_flow(worker_image: ImageEnv) -> None:
     found = _found(worker_image, ("prefect", "prefect_aws", "tableauhyperapi", "flows", "pytest"))
     assert found == {
@@ -308,6 +313,7 @@ def test_worker_image_has_prefect_aws_and_nothing_of_the_flow(worker_image: Imag
 
 
 @pytest.mark.prefect
+@pytest.mark.subprocess
 def test_worker_image_starts_an_ecs_worker(
     worker_image: ImageEnv, prefect_server: None, moto_aws: MotoAws
 ) -> None:

@@ -322,6 +322,7 @@ def cli_setup(tmp_path, credential_config, ecs, moto_aws, google_identity, apis_
     return args, env
 
 
+@pytest.mark.subprocess
 def test_cli_subprocess_all_pass(cli_setup, ecs):
     args, env = cli_setup
     # Importing prefect takes a while on a busy machine; the run itself takes ~1 s.

@@ -135,6 +135,7 @@ def test_daily_run_publishes_exactly_the_days_rows_and_leaves_a_report(
     assert "waited 0.0 s for the token's publish slot" in report.data
 
 
+@pytest.mark.subprocess
 def test_the_runs_logs_in_prefect_say_what_each_step_did_and_hold_no_secret(
     world: LocalStack, config: PipelineConfig
 ) -> None:
@@ -645,6 +646,7 @@ def process_worker(world: LocalStack, tmp_path: Path) -> Iterator[str]:
 
 # Each child is a fresh process (import, load the flow, run): allow for a slow machine.
 @pytest.mark.timeout(900)
+@pytest.mark.subprocess
 def test_backfill_runs_each_date_as_its_own_deployment_run(
     world: LocalStack,
     config: PipelineConfig,

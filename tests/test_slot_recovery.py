@@ -32,7 +32,7 @@ from standins.aws import MotoAws
 from standins.emulators import BigQueryEmulator, GcsEmulator
 from standins.stack import DATASOURCE, LocalStack, local_stack
 
-pytestmark = [pytest.mark.emulator, pytest.mark.hyper, pytest.mark.prefect]
+pytestmark = [pytest.mark.emulator, pytest.mark.hyper, pytest.mark.prefect, pytest.mark.subprocess]
 
 REPO = Path(__file__).resolve().parents[1]
 DAY = date(2026, 11, 20)
