@@ -37,8 +37,18 @@ def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="session")
 def prefect_server() -> Iterator[None]:
-    """One Prefect test server for the whole session (~12 s to start; more on a loaded machine)."""
+    """One Prefect test server for the whole session (~12 s to start; more on a loaded machine).
+
+    Flow-run heartbeats are off in this process: Prefect 3.9 ends every flow run by joining its
+    heartbeat thread, which sleeps in 1 s steps, so each run finished up to 1 s late (see
+    bench/README.md). They only feed the server's crash detection, which no test reads; the
+    publish slot's heartbeat is our own and stays on.
+    """
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=240):
+    with (
+        temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}),
+        prefect_test_harness(server_startup_timeout=240),
+    ):
         yield
