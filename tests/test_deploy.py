@@ -6,16 +6,15 @@ Engine on loopback (`DOCKER_HOST`). The pool has type `ecs` (`ecs:push` exists o
 Cloud; same template) and the template of `deployments/ecs_job_template.py`: prefect-aws's own
 plus one variable. Deployments are read back with the Prefect client.
 
-The server is this module's own, not the session's `prefect_server`: deploying upserts
-`bq-view-to-tableau/per-date`, which the flow tests create on a process pool in the session
-server; overwriting it there would send their backfill children to an ECS pool with no worker.
+The server is the session's `prefect_server`: the CLI needs only an API URL, and the flow tests'
+backfill deploys under its own name (`per-date-local`), so nothing here overwrites theirs. What
+is read back is filtered to this module's deployments and pools.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -27,14 +26,10 @@ import jsonschema
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId
 from prefect.client.schemas.objects import ConcurrencyLimitStrategy
 from prefect.client.schemas.responses import DeploymentResponse
-from prefect.server.api.server import SubprocessASGIServer
-from prefect.settings import (
-    PREFECT_API_URL,
-    PREFECT_SERVER_DATABASE_CONNECTION_URL,
-    temporary_settings,
-)
+from prefect.settings import PREFECT_API_URL
 from prefect_aws.workers.ecs_worker import ECSJobConfiguration, ECSWorker
 
 from deployments.ecs_job_template import EPHEMERAL_STORAGE_VARIABLE, ecs_base_job_template
@@ -74,23 +69,10 @@ class Deployed:
     variables: dict[str, Any]  # the pool's job variables JSON schema, as the server has it
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    db = tmp_path_factory.mktemp("deploy-server") / "prefect.db"
-    with temporary_settings({PREFECT_SERVER_DATABASE_CONNECTION_URL: f"sqlite+aiosqlite:///{db}"}):
-        server = SubprocessASGIServer(port=_free_port())
-        server.start(timeout=120)
-    try:
-        with temporary_settings({PREFECT_API_URL: server.api_url}):
-            yield server.api_url
-    finally:
-        server.stop()
+def api_url(prefect_server: None) -> str:
+    """The session's Prefect server, which the CLI subprocesses reach over HTTP."""
+    return PREFECT_API_URL.value()
 
 
 @pytest.fixture(scope="module")
@@ -386,8 +368,11 @@ def test_the_readmes_run_and_backfill_commands_work_verbatim(
         )
         assert result.returncode == 0, f"{command}\n{result.stdout}\n{result.stderr}"
         created.append(result.stdout)
-    with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs()
+    ids = [d.id for d in deployed.deployments.values()]
+    with get_client(sync_client=True) as client:  # the session's other runs are not ours
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(deployment_id=FlowRunFilterDeploymentId(any_=ids))
+        )
     by_deployment: dict[str, list[dict[str, Any]]] = {}
     for run in runs:
         name = next(n for n, d in deployed.deployments.items() if d.id == run.deployment_id)

@@ -620,7 +620,7 @@ def process_worker(world: LocalStack, tmp_path: Path) -> Iterator[str]:
     repo = Path(__file__).resolve().parents[1]
     daily.daily_refresh.from_source(
         source=str(repo), entrypoint="flows/daily.py:daily_refresh"
-    ).deploy(name="per-date", work_pool_name=pool, print_next_steps=False)
+    ).deploy(name="per-date-local", work_pool_name=pool, print_next_steps=False)
     env = {
         **os.environ,
         **world.environ(),
@@ -637,7 +637,7 @@ def process_worker(world: LocalStack, tmp_path: Path) -> Iterator[str]:
         cwd=repo,
     )
     try:
-        yield "bq-view-to-tableau/per-date"
+        yield "bq-view-to-tableau/per-date-local"  # not prefect.yaml's: test_deploy's is ECS
     finally:
         worker.terminate()
         worker.wait(timeout=30)
