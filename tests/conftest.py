@@ -16,6 +16,7 @@ pytest_plugins = [
     "tests.plugins.ci",
     "tests.plugins.aws_google",
     "tests.plugins.emulators",
+    "tests.plugins.stack",
     "tests.plugins.tableau",
 ]
 

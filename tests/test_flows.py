@@ -36,10 +36,9 @@ import flows.steps
 from flows.backfill import backfill
 from flows.config import PipelineConfig
 from flows.errors import BuildError, ConfigError, ExportError, PipelineError, PublishError
-from standins.aws import MotoAws
 from standins.demo import run_logs
-from standins.emulators import BigQueryEmulator, GcsEmulator
-from standins.stack import BUCKET, DATASOURCE, LocalStack, local_stack
+from standins.stack import BUCKET, DATASOURCE, LocalStack
+from tests.plugins.stack import StartStack
 
 pytestmark = [pytest.mark.emulator, pytest.mark.hyper, pytest.mark.prefect]
 
@@ -51,22 +50,8 @@ GAP = DAY - timedelta(days=4)
 
 
 @pytest.fixture(scope="module")
-def stack(
-    prefect_server: None,
-    moto_aws: MotoAws,
-    gcs_emulator: GcsEmulator,
-    bigquery_emulator: BigQueryEmulator,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[LocalStack]:
-    with local_stack(
-        tmp_path_factory.mktemp("stack"),
-        SEEDED,
-        ROWS_PER_DAY,
-        moto=moto_aws,
-        gcs=gcs_emulator,
-        bigquery=bigquery_emulator,
-    ) as running:
-        running.save_blocks()
+def stack(prefect_server: None, start_stack: StartStack) -> Iterator[LocalStack]:
+    with start_stack(SEEDED, ROWS_PER_DAY) as running:
         yield running
 
 

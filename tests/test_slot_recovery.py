@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -28,9 +27,9 @@ from prefect.client.schemas.sorting import LogSort
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 import flows.daily as daily
-from standins.aws import MotoAws
-from standins.emulators import BigQueryEmulator, GcsEmulator
-from standins.stack import DATASOURCE, LocalStack, local_stack
+from standins.emulators import free_port
+from standins.stack import DATASOURCE, LocalStack
+from tests.plugins.stack import StartStack
 
 pytestmark = [pytest.mark.emulator, pytest.mark.hyper, pytest.mark.prefect, pytest.mark.subprocess]
 
@@ -51,17 +50,11 @@ RUN = textwrap.dedent(
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`prefect server start`, as an operator runs it (its services, the repossessor included)."""
     home = tmp_path_factory.mktemp("prefect-server")
-    port = _free_port()
+    port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")},
         "PREFECT_HOME": str(home),
@@ -98,22 +91,8 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def stack(
-    server_url: str,
-    moto_aws: MotoAws,
-    gcs_emulator: GcsEmulator,
-    bigquery_emulator: BigQueryEmulator,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[LocalStack]:
-    with local_stack(
-        tmp_path_factory.mktemp("stack"),
-        DATES,
-        40,
-        moto=moto_aws,
-        gcs=gcs_emulator,
-        bigquery=bigquery_emulator,
-    ) as running:
-        running.save_blocks()
+def stack(server_url: str, start_stack: StartStack) -> Iterator[LocalStack]:
+    with start_stack(DATES, 40) as running:
         running.reset_tableau()
         running.clear_staging()
         yield running

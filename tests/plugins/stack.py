@@ -1,0 +1,45 @@
+"""The whole local world of `standins.stack.local_stack`, on the session's moto and emulators.
+
+`start_stack(dates, rows_per_day)` starts the loopback fakes, seeds the data mart with those
+days and saves the two blocks to the Prefect API current at the call (the session's test server,
+or a module's own). A module of flow tests enters it once, from a module-scoped fixture.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from datetime import date
+
+import pytest
+
+from standins.aws import MotoAws
+from standins.emulators import BigQueryEmulator, GcsEmulator
+from standins.stack import LocalStack, local_stack
+
+StartStack = Callable[[tuple[date, ...], int], AbstractContextManager[LocalStack]]
+
+
+@pytest.fixture(scope="session")
+def start_stack(
+    moto_aws: MotoAws,
+    gcs_emulator: GcsEmulator,
+    bigquery_emulator: BigQueryEmulator,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> StartStack:
+    """Start a `LocalStack` seeded with `dates`, its blocks saved; stopped on leaving."""
+
+    @contextmanager
+    def start(dates: tuple[date, ...], rows_per_day: int) -> Iterator[LocalStack]:
+        with local_stack(
+            tmp_path_factory.mktemp("stack"),
+            dates,
+            rows_per_day,
+            moto=moto_aws,
+            gcs=gcs_emulator,
+            bigquery=bigquery_emulator,
+        ) as running:
+            running.save_blocks()
+            yield running
+
+    return start
