@@ -2,7 +2,8 @@
 
 Each date is its own flow run of the per-date deployment (on ECS: its own task), so one date's
 failure or memory never touches another, and every date gets the same idempotent publish as a
-daily run.
+daily run. `plan_backfill` decides those runs (pure: dates, names, parameters); the flow starts
+them a few at a time and reports how each ended.
 """
 
 from __future__ import annotations
@@ -34,6 +35,47 @@ FLOW_NAME: Final[str] = "bq-view-to-tableau-backfill"
 PER_DATE_DEPLOYMENT: Final[str] = "bq-view-to-tableau/per-date"
 POLL_SECONDS: float = 10.0
 """How often a waiting backfill asks the API whether a child run has finished."""
+
+
+@dataclass(frozen=True)
+class DateRun:
+    """One date's flow run of the per-date deployment, as the backfill starts it."""
+
+    run_date: date
+    name: str
+    parameters: dict[str, Any]
+
+
+def plan_backfill(
+    config: PipelineConfig,
+    *,
+    start: date | None,
+    end: date | None,
+    dates: list[date] | None,
+    today: date,
+    max_dates: int,
+) -> list[DateRun]:
+    """The runs a backfill starts, in date order: one per day of the range and the list.
+
+    Each is named `<view>-<day>` and gets the whole config and its `run_date`.
+
+    Raises:
+        ConfigError: for a plan `backfill_dates` refuses (before any run starts).
+    """
+    days = backfill_dates(
+        start=start,
+        end=end,
+        dates=dates,
+        today=today,
+        earliest=config.earliest_date,
+        max_dates=max_dates,
+    )
+    parameters = config.model_dump(mode="json")
+    view = config.bigquery.view.rsplit(".", 1)[-1]
+    return [
+        DateRun(day, f"{view}-{day}", {"config": parameters, "run_date": day.isoformat()})
+        for day in days
+    ]
 
 
 @dataclass(frozen=True)
@@ -100,14 +142,10 @@ def backfill(
         max_dates: Refuse larger backfills (a typo guard).
     """
     today = datetime.now(ZoneInfo(config.timezone)).date()
-    days = backfill_dates(
-        start=start,
-        end=end,
-        dates=dates,
-        today=today,
-        earliest=config.earliest_date,
-        max_dates=max_dates,
+    runs = plan_backfill(
+        config, start=start, end=end, dates=dates, today=today, max_dates=max_dates
     )
+    days = [run.run_date for run in runs]
     if dry_run:
         create_markdown_artifact(
             markdown=_plan_markdown(days, deployment_name, max_concurrency),
@@ -115,7 +153,7 @@ def backfill(
         )
         return [{"run_date": d.isoformat(), "state": "Planned"} for d in days]
 
-    outcomes = _run_dates(config, days, deployment_name, max_concurrency, fail_fast)
+    outcomes = _run_dates(runs, deployment_name, max_concurrency, fail_fast)
     create_table_artifact(
         table=[o.as_row() for o in sorted(outcomes, key=lambda o: o.run_date)],
         description=f"Backfill of {len(days)} date(s) through {deployment_name}",
@@ -133,8 +171,7 @@ def backfill(
 
 
 def _run_dates(
-    config: PipelineConfig,
-    days: list[date],
+    runs: list[DateRun],
     deployment_name: str,
     max_concurrency: int,
     fail_fast: bool,
@@ -142,15 +179,14 @@ def _run_dates(
     """Run the child flow runs, at most `max_concurrency` at once, updating a progress bar."""
     logger = get_run_logger()
     progress = create_progress_artifact(
-        progress=0.0, description=f"Backfill of {len(days)} date(s): dates finished"
+        progress=0.0, description=f"Backfill of {len(runs)} date(s): dates finished"
     )
     outcomes: list[DateOutcome] = []
-    parameters = config.model_dump(mode="json")
     with ThreadPoolExecutor(max_workers=max_concurrency) as pool:
         # Each thread gets a copy of the flow-run context, so children are linked as subflows.
         pending: set[Future[DateOutcome]] = {
-            pool.submit(contextvars.copy_context().run, _run_one, deployment_name, parameters, d)
-            for d in days
+            pool.submit(contextvars.copy_context().run, _run_one, deployment_name, run)
+            for run in runs
         }
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -160,7 +196,7 @@ def _run_dates(
                 outcome = future.result()
                 outcomes.append(outcome)
                 logger.info("%s: %s %s", outcome.run_date, outcome.state, outcome.message)
-                update_progress_artifact(progress, progress=100.0 * len(outcomes) / len(days))
+                update_progress_artifact(progress, progress=100.0 * len(outcomes) / len(runs))
                 if fail_fast and not outcome.ok:
                     logger.error("fail_fast: not starting the dates still queued")
                     for queued in pending:
@@ -168,23 +204,23 @@ def _run_dates(
     return outcomes
 
 
-def _run_one(deployment_name: str, config: dict[str, Any], day: date) -> DateOutcome:
+def _run_one(deployment_name: str, run: DateRun) -> DateOutcome:
     try:
-        run: FlowRun = run_deployment(
+        child: FlowRun = run_deployment(
             deployment_name,
-            parameters={"config": config, "run_date": day.isoformat()},
-            flow_run_name=f"{config['bigquery']['view'].rsplit('.', 1)[-1]}-{day}",
+            parameters=run.parameters,
+            flow_run_name=run.name,
             poll_interval=POLL_SECONDS,
             timeout=None,
             tags=["backfill"],
         )
     except Exception as exc:  # e.g. the deployment does not exist: report it for this date
-        return DateOutcome(day, "NotStarted", "", f"{type(exc).__name__}: {exc}")
-    state = run.state
+        return DateOutcome(run.run_date, "NotStarted", "", f"{type(exc).__name__}: {exc}")
+    state = child.state
     return DateOutcome(
-        day,
+        run.run_date,
         state.name if state else "Unknown",
-        run.name,
+        child.name,
         (state.message or "") if state and not state.is_completed() else "",
     )
 

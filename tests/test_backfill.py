@@ -1,0 +1,59 @@
+"""The backfill's plan: which flow runs of the per-date deployment it starts (pure, no server).
+
+One end-to-end backfill through a real worker runs in test_flows.py.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from flows.backfill import plan_backfill
+from flows.config import PipelineConfig
+from flows.errors import ConfigError
+
+TODAY = date(2026, 11, 29)
+CONFIG = PipelineConfig.model_validate(
+    {
+        "credentials_block": "gcp-wif",
+        "bigquery": {"view": "ad-mart-prod.ads_mart.v_daily_ads"},
+        "gcs": {"bucket": "ad-mart-prod-tableau-staging"},
+        "tableau": {"server_block": "tableau", "project": "Marketing/Ads", "datasource": "daily"},
+        "earliest_date": "2026-01-01",
+    }
+)
+
+
+def test_each_day_of_the_range_and_the_list_is_one_named_run_in_date_order() -> None:
+    runs = plan_backfill(
+        CONFIG,
+        start=date(2026, 11, 1),
+        end=date(2026, 11, 3),
+        dates=[date(2026, 11, 2), date(2026, 10, 15)],
+        today=TODAY,
+        max_dates=93,
+    )
+
+    days = ["2026-10-15", "2026-11-01", "2026-11-02", "2026-11-03"]
+    assert [run.run_date.isoformat() for run in runs] == days
+    assert [run.name for run in runs] == [f"v_daily_ads-{day}" for day in days]
+    assert [run.parameters["run_date"] for run in runs] == days
+    for run in runs:  # each child gets the whole pipeline, as its deployment validates it
+        assert set(run.parameters) == {"config", "run_date"}
+        assert PipelineConfig.model_validate(run.parameters["config"]) == CONFIG
+
+
+@pytest.mark.parametrize(
+    ("dates", "max_dates", "message"),
+    [
+        ([date(2025, 12, 31)], 93, "before earliest_date 2026-01-01"),  # the config's bound
+        ([date(2026, 11, 30)], 93, "in the future"),
+        ([date(2026, 11, 1), date(2026, 11, 2)], 1, "more than max_dates=1"),
+    ],
+)
+def test_a_plan_out_of_bounds_is_refused_before_any_run(
+    dates: list[date], max_dates: int, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        plan_backfill(CONFIG, start=None, end=None, dates=dates, today=TODAY, max_dates=max_dates)
