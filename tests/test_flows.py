@@ -26,6 +26,7 @@ from prefect.client.schemas.filters import (
     ArtifactFilter,
     ArtifactFilterFlowRunId,
     ArtifactFilterKey,
+    ArtifactFilterType,
 )
 from prefect.exceptions import ObjectAlreadyExists
 from prefect.settings import PREFECT_API_URL
@@ -629,9 +630,10 @@ def process_worker(world: LocalStack, tmp_path: Path) -> Iterator[str]:
         log.close()
 
 
-# Each child is a fresh process (import, load the flow, run): allow for a slow machine.
-@pytest.mark.timeout(900)
+# Each child is a fresh process (import, load the flow, run): allow for a slow machine. Three
+# dates, two at a time; how ranges and lists become runs is test_backfill.py's (no server).
 @pytest.mark.subprocess
+@pytest.mark.timeout(900)
 def test_backfill_runs_each_date_as_its_own_deployment_run(
     world: LocalStack,
     config: PipelineConfig,
@@ -642,23 +644,48 @@ def test_backfill_runs_each_date_as_its_own_deployment_run(
 
     monkeypatch.setattr(flows.backfill, "POLL_SECONDS", 1.0)
     expected = bq_rows_by_date(world)
-    dates = [SEEDED[1], SEEDED[2], SEEDED[3], GAP, SEEDED[5]]
+    dates = [SEEDED[1], GAP, SEEDED[3]]
+    listed = sorted(d.isoformat() for d in dates)
 
     planned = backfill(
         config=config, dates=dates, dry_run=True, deployment_name=process_worker, return_state=True
     )
     plan = planned.result()
-    assert [p["run_date"] for p in plan] == sorted(d.isoformat() for d in dates)
+    assert [p["run_date"] for p in plan] == listed
     with get_client(sync_client=True) as client:
         run = client.read_flow_run(planned.state_details.flow_run_id)
-    assert run.name == f"backfill-5-dates-{min(dates)}..{max(dates)}-plan"
+    assert run.name == f"backfill-{','.join(listed)}-plan"
     assert world.tableau.datasources == {}
 
-    with pytest.raises(PipelineError, match=rf"1 date\(s\) failed \({GAP.isoformat()}\)"):
-        backfill(config=config, dates=dates, max_concurrency=2, deployment_name=process_worker)
+    daily.daily_refresh(config=config, run_date=SEEDED[1])  # the backfill reruns a published day
+    state = backfill(
+        config=config,
+        dates=dates,
+        max_concurrency=2,
+        deployment_name=process_worker,
+        return_state=True,
+    )
 
+    with pytest.raises(PipelineError, match=rf"1 date\(s\) failed \({GAP.isoformat()}\)"):
+        state.result()
     ok = [d for d in dates if d != GAP]
-    assert world.tableau.rows_by_date(DATASOURCE) == {d: expected[d] for d in ok}
+    assert world.tableau.rows_by_date(DATASOURCE) == {d: expected[d] for d in ok}  # each once
+    with get_client(sync_client=True) as client:
+        (table,) = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id]),
+                type=ArtifactFilterType(any_=["table"]),
+            )
+        )
+    rows = json.loads(table.data)
+    assert [(r["run_date"], r["state"]) for r in rows] == [
+        (GAP.isoformat(), "Failed"),
+        (SEEDED[3].isoformat(), "Completed"),
+        (SEEDED[1].isoformat(), "Completed"),
+    ]
+    assert "no rows" in rows[0]["message"]
+    view = world.view.rsplit(".", 1)[-1]
+    assert [r["flow_run"] for r in rows] == [f"{view}-{day}" for day in listed]
 
 
 def test_a_report_that_cannot_be_written_does_not_fail_the_run(
