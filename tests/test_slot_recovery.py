@@ -52,7 +52,12 @@ RUN = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`prefect server start`, as an operator runs it (its services, the repossessor included)."""
+    """`prefect server start`, as an operator runs it (its services, the repossessor included).
+
+    The session's `prefect_server` is Prefect's ephemeral test server, which runs none of those
+    services, so this one test keeps a server of its own (test_deploy's CLI needs no services
+    and uses the session's).
+    """
     home = tmp_path_factory.mktemp("prefect-server")
     port = free_port()
     env = {
