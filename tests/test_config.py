@@ -120,6 +120,7 @@ def _bash_matches(value: str, regex: str) -> bool:
     return subprocess.run(["bash", "-c", script, "-", value, regex], check=False).returncode == 0
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize(
     "view",
     [
