@@ -144,6 +144,7 @@ def test_the_deploy_check_and_the_config_agree_on_views(view: str) -> None:
     assert _bash_matches(view, _shell_rule("DEPLOY_BQ_VIEW")) == accepted
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize(
     "bucket", ["ad-mart-staging", "a.b_c-d", "Ad-mart", "-ab", "ab", "a" * 223]
 )
