@@ -9,10 +9,20 @@ from __future__ import annotations
 import re
 from datetime import date
 from pathlib import Path
-from typing import Final, Literal
+from typing import Annotated, Final, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from flows.errors import ConfigError
 
 # The identifier rules, written once: the model validates with them, and flows.bigquery checks
 # them again before it quotes a name into SQL or a URI (the SQL builder must be safe on its own).
@@ -20,6 +30,8 @@ PROJECT_ID: Final = re.compile(r"[a-z][a-z0-9-]{4,28}[a-z0-9]")
 DATASET_ID: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,1023}")
 TABLE_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,1023}")  # a plain subset of BigQuery's
 COLUMN_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,299}")
+MAX_LOOKBACK_DAYS: Final = 90
+"""The longest window a run covers (ad platforms restate up to 28 days; 90 leaves room)."""
 BUCKET_NAME: Final = re.compile(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]")  # also inside gs:// URIs
 _VIEW_PARTS: Final = (
     ("project id", PROJECT_ID, "6-30 lowercase letters, digits and '-', starting with a letter"),
@@ -104,10 +116,23 @@ class BigQueryConfig(_Model):
         split_view(value)
         return value
 
+    fingerprint_columns: tuple[str, ...] = Field(
+        (),
+        description="With lookback_days > 1: the columns whose changes count as a restatement "
+        "(e.g. the metrics), to scan fewer bytes; empty = the whole row.",
+    )
+
     @field_validator("date_column")
     @classmethod
     def _check_column(cls, value: str) -> str:
         return check_column(value)
+
+    @field_validator("fingerprint_columns")
+    @classmethod
+    def _check_fingerprint_columns(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"bigquery.fingerprint_columns {list(value)} names a column twice")
+        return tuple(check_column(column) for column in value)
 
 
 class GcsConfig(_Model):
@@ -123,6 +148,11 @@ class GcsConfig(_Model):
     delete_after_publish: bool = Field(
         True, description="Delete the attempt's files from GCS once Tableau has the day."
     )
+    state_prefix: str = Field(
+        "bq-tableau-state",
+        description="Object prefix of what was last published per date (lookback_days > 1); "
+        "keep it out of the staging prefix, whose lifecycle rule deletes old objects.",
+    )
     empty_day: Literal["fail", "allow"] = Field(
         "fail",
         description="A day with zero rows usually means the data mart is not refreshed yet: "
@@ -136,17 +166,30 @@ class GcsConfig(_Model):
             raise ValueError(f"gcs.bucket {value!r} is not a valid bucket name (no gs:// prefix)")
         return value
 
-    @field_validator("prefix")
+    @field_validator("prefix", "state_prefix")
     @classmethod
-    def _check_prefix(cls, value: str) -> str:
+    def _check_prefix(cls, value: str, info: ValidationInfo) -> str:
         parts = value.strip("/").split("/")
         if not all(parts) or ".." in parts or "." in parts:
             # An empty segment ("a//b") is dropped by EXPORT DATA's URI but not by our listing.
             raise ValueError(
-                f"gcs.prefix {value!r} must be a relative path of non-empty segments without "
+                f"gcs.{info.field_name} {value!r} must be a relative path of non-empty segments "
+                "without "
                 "'.', '..' or '//', e.g. 'bq-tableau' or 'exports/bq-tableau'"
             )
         return "/".join(parts)
+
+    @model_validator(mode="after")
+    def _check_state_outside_staging(self) -> GcsConfig:
+        if f"{self.state_prefix}/".startswith(f"{self.prefix}/") or f"{self.prefix}/".startswith(
+            f"{self.state_prefix}/"
+        ):
+            raise ValueError(
+                f"gcs.state_prefix {self.state_prefix!r} overlaps gcs.prefix {self.prefix!r}: the "
+                "staging prefix's lifecycle rule would delete the published state (and a lost "
+                "state republishes the whole window). Use a sibling, e.g. 'bq-tableau-state'."
+            )
+        return self
 
 
 class HyperConfig(_Model):
@@ -222,6 +265,13 @@ class PipelineConfig(_Model):
     earliest_date: date | None = Field(
         None, description="Refuse run dates before this (the data mart's first day)."
     )
+    lookback_days: int = Field(
+        1,
+        ge=1,
+        le=MAX_LOOKBACK_DAYS,
+        description="Days each run covers, ending on its run date: 1 publishes the run date; "
+        "more (ad data: 28) republishes the days of the window that BigQuery restated.",
+    )
     work_dir: Path | None = Field(
         None, description="Parent of each run's scratch directory; default: the system temp dir."
     )
@@ -236,6 +286,16 @@ class PipelineConfig(_Model):
             )
         return value
 
+    @model_validator(mode="after")
+    def _check_lookback_mode(self) -> PipelineConfig:
+        if self.lookback_days > 1 and self.tableau.mode != "replace_date":
+            raise ValueError(
+                f"lookback_days={self.lookback_days} needs tableau.mode='replace_date' (a window "
+                f"is republished by deleting and inserting its dates); mode "
+                f"{self.tableau.mode!r} can only publish one date: set lookback_days to 1"
+            )
+        return self
+
     @field_validator("timezone")
     @classmethod
     def _check_timezone(cls, value: str) -> str:
@@ -244,3 +304,26 @@ class PipelineConfig(_Model):
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"timezone {value!r} is not an IANA time zone name") from exc
         return value
+
+
+LookbackDays = Annotated[int | None, Field(ge=1, le=MAX_LOOKBACK_DAYS)]
+"""A run's `lookback_days` parameter: None takes the config's."""
+
+
+def with_lookback(config: PipelineConfig, lookback_days: int | None) -> PipelineConfig:
+    """`config` with a run's own `lookback_days`, checked like the config's.
+
+    Raises:
+        ConfigError: the window does not fit the config (e.g. a mode other than replace_date).
+    """
+    if lookback_days is None or lookback_days == config.lookback_days:
+        return config
+    try:
+        return PipelineConfig.model_validate(
+            {**config.model_dump(), "lookback_days": lookback_days}
+        )
+    except ValidationError as exc:
+        problems = "; ".join(error["msg"].removeprefix("Value error, ") for error in exc.errors())
+        raise ConfigError(
+            f"lookback_days={lookback_days} does not fit the config: {problems}"
+        ) from exc

@@ -9,6 +9,7 @@ which is written however the run ends.
 from __future__ import annotations
 
 import logging
+from datetime import date
 from typing import Any, Final
 from uuid import UUID
 
@@ -16,11 +17,13 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from blocks import AwsWorkloadIdentityCredentials, TableauServer
-from flows.config import PipelineConfig
+from flows.config import LookbackDays, PipelineConfig, with_lookback
 from flows.dates import RunDate, default_run_date, resolve_run_date
 from flows.gcs import delete_staging
 from flows.report import RunReport, kept_report, report_invalid_parameters
 from flows.steps import Steps, load_block, scratch_dir
+from flows.tableau import PublishResult
+from flows.window import window_dates
 
 logger = logging.getLogger(__name__)
 
@@ -45,42 +48,72 @@ def daily_refresh(
     run_date: RunDate = None,  # first: in the UI a rerun is "pick a date, Submit"
     *,
     config: PipelineConfig,
+    lookback_days: LookbackDays = None,
+    force: bool = False,
 ) -> dict[str, Any]:
-    """Add one day of the BigQuery view to the Tableau datasource (replacing that day).
+    """Replace one day (or the restated days of a window ending on it) in the Tableau
+    datasource with the BigQuery view's rows.
 
     Args:
         run_date: The day to (re)publish; a custom run must pick it. Scheduled runs leave it
             out and take the day before their scheduled start, in the config's time zone.
         config: The pipeline: view, staging bucket, Tableau datasource and block names.
+        lookback_days: Days covered, ending on run_date; empty: the config's lookback_days.
+            Above 1, only the dates BigQuery restated since they were published are replaced.
+        force: Republish every date of the window, changed or not.
     """
     report = RunReport(
         run_date, config.bigquery.view, config.tableau.datasource, mode=config.tableau.mode
     )
     with kept_report(report, flow_run.name, _current_run_id()):
+        config = with_lookback(config, lookback_days)
         day = report.run_date = resolve_run_date(
             run_date, flow_run.scheduled_start_time, config.timezone, config.earliest_date
         )
+        window = window_dates(day, config.lookback_days, config.earliest_date)
         logger.info(
             "Replacing %s of %s in Tableau datasource %s/%s (mode %s)",
-            day, config.bigquery.view, config.tableau.project, config.tableau.datasource,
-            config.tableau.mode,
+            f"{window[0]}..{day}" if len(window) > 1 else day, config.bigquery.view,
+            config.tableau.project, config.tableau.datasource, config.tableau.mode,
         )  # fmt: skip
         credentials = load_block(AwsWorkloadIdentityCredentials, config.credentials_block)
         tableau = load_block(TableauServer, config.tableau.server_block)
         step = Steps.configured(config, report)
         with scratch_dir(config, day) as work_dir:
-            dry_run, _ = step.preflight(credentials, tableau, config, day)
-            export = step.export(credentials, config, day, dry_run)
-            files = step.download(credentials, export, work_dir, config)
+            dry_run, target = step.preflight(credentials, tableau, config, window)
+            plan = None
+            if config.lookback_days > 1:  # one day is published without a fingerprint
+                plan = step.fingerprint(credentials, config, window, dry_run, force)
+                if not plan.republished:
+                    return _summary(day, report, datasource_id=target.datasource_id)
+            days = plan.republished if plan else [day]
+            export = step.export(credentials, config, days, dry_run)
+            files = step.download(
+                credentials, export, work_dir, config, empty_days_judged=bool(plan)
+            )
             extract = step.build(files, export, work_dir, config)
-            result = step.publish(tableau, extract, day, config)
+            result = step.publish(tableau, extract, days, config)
+            if plan:
+                step.record(credentials, config, plan)
         if config.gcs.delete_after_publish:
             delete_staging(credentials.get_cloud_storage_client(credentials.project), export)
+    return _summary(day, report, result.datasource_id, result, days)
+
+
+def _summary(
+    day: date,
+    report: RunReport,
+    datasource_id: str | None,
+    result: PublishResult | None = None,
+    days: list[date] | None = None,
+) -> dict[str, Any]:
+    """The run's result, as the API and a parent backfill read it."""
     return {
         "run_date": day.isoformat(),
-        "rows": result.rows_sent,
-        "datasource_id": result.datasource_id,
-        "job_id": result.job_id,
+        "republished": [d.isoformat() for d in days or ()],
+        "rows": result.rows_sent if result else 0,
+        "datasource_id": datasource_id,
+        "job_id": result.job_id if result else None,
         "stage_seconds": round(report.stage_seconds(), 3),
     }
 

@@ -9,11 +9,13 @@ exported count and derives the extract's table from the schema.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -272,3 +274,90 @@ def _translate(exc: BaseException, manifest: ExportManifest, doing: str) -> Down
     else:
         message = f"GCS failed {doing} {manifest.uri_prefix}: {type(exc).__name__}: {detail}"
     return DownloadError(message, retryable=is_retryable(exc))
+
+
+# --- the record of what was published per date (flows.window) --------------------------------
+
+_RECORD_WRITES: Final[int] = 5
+"""Tries of a record write that another run's write got ahead of (each re-reads and merges)."""
+
+
+def read_record(
+    client: storage.Client, bucket: str, name: str
+) -> tuple[dict[str, Any] | None, int]:
+    """The JSON record `gs://bucket/name` and its generation; `(None, 0)` when there is none.
+
+    An unreadable record counts as lost (the window is republished), with a warning.
+
+    Raises:
+        DownloadError: GCS refused or failed the read (e.g. missing storage.objects.get).
+    """
+    blob = client.bucket(bucket).blob(name)
+    try:
+        text = blob.download_as_text()
+    except gapi.NotFound:
+        return None, 0
+    except _GCS_ERRORS as exc:
+        raise _record_error(exc, bucket, name, "reading") from exc
+    generation = int(blob.generation or 0)
+    try:
+        payload = json.loads(text)
+    except ValueError:
+        payload = None
+    if not isinstance(payload, dict):
+        logger.warning("gs://%s/%s is not a JSON record; treating it as lost", bucket, name)
+        return None, generation
+    return payload, generation
+
+
+def write_record(
+    client: storage.Client,
+    bucket: str,
+    name: str,
+    payload: dict[str, Any],
+    *,
+    generation: int,
+    merge: Callable[[dict[str, Any] | None], dict[str, Any]],
+) -> None:
+    """Write the record unless another run wrote it after `generation` was read (0: it did not
+    exist); then re-read it, `merge` ours into theirs and try again.
+
+    Raises:
+        DownloadError: GCS refused or failed the write (e.g. missing storage.objects.create).
+    """
+    blob = client.bucket(bucket).blob(name)
+    for _ in range(_RECORD_WRITES):
+        try:
+            blob.upload_from_string(
+                json.dumps(payload, indent=1, sort_keys=True),
+                content_type="application/json",
+                if_generation_match=generation,
+            )
+        except gapi.PreconditionFailed:
+            theirs, generation = read_record(client, bucket, name)
+            payload = merge(theirs)
+            continue
+        except _GCS_ERRORS as exc:
+            raise _record_error(exc, bucket, name, "writing") from exc
+        logger.info("Recorded the published dates in gs://%s/%s", bucket, name)
+        return
+    raise DownloadError(
+        f"gs://{bucket}/{name} kept changing while this run wrote it ({_RECORD_WRITES} tries): "
+        "other runs of the same datasource are writing at once. The next run republishes "
+        "the dates this one could not record.",
+        retryable=True,
+    )
+
+
+def _record_error(exc: BaseException, bucket: str, name: str, doing: str) -> DownloadError:
+    detail = getattr(exc, "message", None) or str(exc)
+    fix = (
+        f" Grant roles/storage.objectAdmin on bucket {bucket} to the service account."
+        if isinstance(exc, gapi.Forbidden)
+        else ""
+    )
+    return DownloadError(
+        f"GCS failed {doing} the published record gs://{bucket}/{name}: {type(exc).__name__}: "
+        f"{detail}.{fix}",
+        retryable=is_retryable(exc),
+    )

@@ -24,6 +24,7 @@ from flows.bigquery import DryRun, ExportManifest
 from flows.gcs import DownloadedExport
 from flows.hyper import HyperExtract
 from flows.tableau import PublishResult, TargetCheck
+from flows.window import DayChange, WindowPlan
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ class RunReport:
     datasource_url: str | None = None
     job_id: str | None = None
     mode: str = ""
+    window: tuple[DayChange, ...] = ()  # a restatement window's dates, when lookback_days > 1
 
     @property
     def rows_published(self) -> int | None:
@@ -70,6 +72,8 @@ class RunReport:
     def add(self, result: object, seconds: float) -> None:
         """Add the line of a step's result; a publish also gives the datasource's link."""
         self.stages.append(describe(result, seconds))
+        if isinstance(result, WindowPlan):
+            self.window = result.changes
         if isinstance(result, PublishResult):
             self.datasource_url, self.job_id = result.url, result.job_id
 
@@ -84,6 +88,15 @@ def describe(result: object, seconds: float) -> StageLine:
                 f"dry run: {len(dry_run.schema)} columns; Tableau REST "
                 f"{target.rest_version} as {target.signed_in_as}: "
                 f"`{target.project_path}/{target.datasource_name}` {target.verdict}",
+            )  # fmt: skip
+        case WindowPlan():
+            moved = result.republished
+            return StageLine(
+                "fingerprint", seconds, None,
+                f"{human_bytes(result.bytes_processed)} processed",
+                f"job `{result.job_id}`: {len(moved)} of {len(result.changes)} date(s) to "
+                f"republish{' (forced)' if result.forced else ''}"
+                + ("" if result.state.days else "; no record of earlier publishes"),
             )  # fmt: skip
         case ExportManifest():
             return StageLine(
@@ -196,7 +209,29 @@ def render_markdown(report: RunReport) -> str:
     for s in report.stages:
         rows = "" if s.rows is None else f"{s.rows:,}"
         lines.append(f"| {s.stage} | {rows} | {s.size} | {s.seconds:.1f} s | {s.detail} |")
+    if report.window:
+        lines += _window_lines(report.window)
     return "\n".join(lines) + "\n"
+
+
+def _window_lines(changes: tuple[DayChange, ...]) -> list[str]:
+    """The window's dates: what moved in BigQuery since each was last published."""
+    moved = [c for c in changes if c.verdict != "unchanged"]
+    lines = [
+        "",
+        f"## Window: {len(moved)} of {len(changes)} date(s) republished",
+        "",
+        "| Date | BigQuery since the last publish | Rows | Sums that moved |",
+        "|---|---|---:|---|",
+    ]
+    for c in reversed(changes):  # newest first, as the history
+        before = "" if c.before is None else f"{c.before.rows:,} → "
+        sums = ", ".join(f"{col} {delta:+,.2f}" for col, delta in c.sum_changes().items())
+        lines.append(
+            f"| {c.day.isoformat()} | {c.verdict} | {before}{c.after.rows:,} "
+            f"| {sums if c.before is not None else ''} |"
+        )
+    return lines
 
 
 def history_key(datasource: str) -> str:
@@ -218,6 +253,9 @@ def history_row(
         "flow_run": flow_run_name or "",
         "finished_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%SZ"),
         "error": (report.error or "")[:200],
+        "republished": ",".join(
+            c.day.isoformat() for c in report.window if c.verdict != "unchanged"
+        ),
         "flow_run_id": str(flow_run_id or ""),
     }
 

@@ -8,6 +8,7 @@ tableau) are plain library code; this module makes them Prefect tasks.
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import time
 import uuid
@@ -17,20 +18,44 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from functools import partial
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
 from prefect.tasks import exponential_backoff
 
 from blocks import AwsWorkloadIdentityCredentials, TableauServer
-from flows.bigquery import DryRun, ExportManifest, dry_run_day, export_view, parquet_schema
+from flows.bigquery import (
+    DryRun,
+    ExportManifest,
+    dry_run_days,
+    export_view,
+    fingerprint_days,
+    numeric_columns_of,
+    parquet_schema,
+)
 from flows.config import PipelineConfig, RetryConfig
-from flows.errors import ConfigError, is_retryable, note_retries_spent, retry_if_transient
-from flows.gcs import DownloadedExport, download_export
+from flows.errors import (
+    ConfigError,
+    ExportError,
+    is_retryable,
+    note_retries_spent,
+    retry_if_transient,
+)
+from flows.gcs import DownloadedExport, download_export, read_record, write_record
 from flows.hyper import HyperExtract, build_hyper, hyper_columns
 from flows.report import RunReport
 from flows.tableau import SLOT_WAIT_SECONDS, PublishResult, TargetCheck, check_target, publish
+from flows.window import (
+    PublishedState,
+    WindowPlan,
+    fingerprint_kind,
+    plan_window,
+    state_object,
+)
+
+logger = logging.getLogger(__name__)
 
 LOCAL_STEP_TIMEOUT: Final[float] = 2 * 3600  # download and build of a very large day
 
@@ -43,14 +68,14 @@ def preflight_step(
     credentials: AwsWorkloadIdentityCredentials,
     tableau: TableauServer,
     config: PipelineConfig,
-    day: date,
+    window: list[date],
 ) -> tuple[DryRun, TargetCheck]:
-    """Refuse now what would fail after the export: the view's dry run (bytes, date column,
-    types) and the Tableau target (sign-in, project, the datasource's published columns)."""
+    """Refuse now what would fail after the export: the view's dry run over the window (bytes,
+    date column, types) and the Tableau target (sign-in, project, the published columns)."""
     client = credentials.get_bigquery_client(
         project=credentials.project, location=config.bigquery.location
     )
-    dry_run = dry_run_day(client, config.bigquery, day)
+    dry_run = dry_run_days(client, config.bigquery, window)
     columns = hyper_columns(
         parquet_schema(dry_run.schema), file_format_version=config.hyper.file_format_version
     )
@@ -58,16 +83,63 @@ def preflight_step(
     return dry_run, target
 
 
+@_task(name="fingerprint")
+def fingerprint_step(
+    credentials: AwsWorkloadIdentityCredentials,
+    config: PipelineConfig,
+    window: list[date],
+    dry_run: DryRun,
+    force: bool,
+) -> WindowPlan:
+    """Fingerprint every date of the window in one query and compare each with the record of
+    what was published: only new and restated dates go on (all of them when forced)."""
+    storage = credentials.get_cloud_storage_client(project=credentials.project)
+    payload, generation = read_record(storage, config.gcs.bucket, state_object(config))
+    state = PublishedState.parse(payload, fingerprint_kind(config), generation)
+    client = credentials.get_bigquery_client(
+        project=credentials.project, location=config.bigquery.location
+    )
+    numeric = numeric_columns_of(dry_run.schema, date_column=config.bigquery.date_column)
+    found = fingerprint_days(
+        client,
+        config.bigquery,
+        window[0],
+        window[-1],
+        numeric_columns=numeric,
+        columns=config.bigquery.fingerprint_columns or None,
+    )
+    run_date = window[-1]
+    if run_date not in found.days and config.gcs.empty_day == "fail":
+        raise ExportError(
+            f"the data mart has no rows for {run_date.isoformat()} in {config.bigquery.view} — "
+            "usually it has not been refreshed yet; rerun later or set gcs.empty_day=allow",
+            retryable=False,
+        )
+    changes = plan_window(window, found.days, state, force=force)
+    plan = WindowPlan(changes, state, force, found.job_id, found.bytes_processed)
+    logger.info(
+        "Window %s..%s of %s: %d date(s) to republish (%s), %d unchanged; record %s",
+        window[0], run_date, config.bigquery.view, len(plan.republished),
+        ", ".join(d.isoformat() for d in plan.republished) or "none",
+        len(window) - len(plan.republished),
+        "lost or new: every date is new" if not state.days else "read",
+    )  # fmt: skip
+    return plan
+
+
 @_task(name="export")
 def export_step(
-    credentials: AwsWorkloadIdentityCredentials, config: PipelineConfig, day: date, dry_run: DryRun
+    credentials: AwsWorkloadIdentityCredentials,
+    config: PipelineConfig,
+    days: list[date],
+    dry_run: DryRun,
 ) -> ExportManifest:
-    """Export the day's rows of the view to a GCS prefix unique to this attempt."""
+    """Export the rows of these dates of the view to a GCS prefix unique to this attempt."""
     client = credentials.get_bigquery_client(
         project=credentials.project, location=config.bigquery.location
     )
     attempt = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
-    return export_view(client, config.bigquery, config.gcs, day, attempt=attempt, dry_run=dry_run)
+    return export_view(client, config.bigquery, config.gcs, days, attempt=attempt, dry_run=dry_run)
 
 
 @_task(name="download")
@@ -76,12 +148,19 @@ def download_step(
     export: ExportManifest,
     work_dir: Path,
     config: PipelineConfig,
+    *,
+    empty_days_judged: bool = False,
 ) -> DownloadedExport:
-    """Download the attempt's Parquet files, checksum- and row-count-verified."""
+    """Download the attempt's Parquet files, checksum- and row-count-verified.
+
+    `empty_days_judged`: the fingerprints already applied `gcs.empty_day` to the run date, and
+    the other dates of a window may be restated to nothing (their rows are deleted).
+    """
     dest = work_dir / f"download-{uuid.uuid4().hex[:8]}"  # a retry never sees partial files
     dest.mkdir()
     client = credentials.get_cloud_storage_client(project=credentials.project)
-    return download_export(client, export, dest, config.gcs)
+    gcs = config.gcs.model_copy(update={"empty_day": "allow"}) if empty_days_judged else config.gcs
+    return download_export(client, export, dest, gcs)
 
 
 @_task(name="build")
@@ -102,10 +181,35 @@ def build_step(
 
 @_task(name="publish")
 def publish_step(
-    tableau: TableauServer, extract: HyperExtract, day: date, config: PipelineConfig
+    tableau: TableauServer, extract: HyperExtract, days: list[date], config: PipelineConfig
 ) -> PublishResult:
-    """Publish the extract; runs sharing one personal access token take turns."""
-    return publish(tableau, extract, day, config.tableau, date_column=config.bigquery.date_column)
+    """Replace these dates with the extract's rows in one batch; runs sharing one personal
+    access token take turns."""
+    return publish(tableau, extract, days, config.tableau, date_column=config.bigquery.date_column)
+
+
+@_task(name="record")
+def record_step(
+    credentials: AwsWorkloadIdentityCredentials, config: PipelineConfig, plan: WindowPlan
+) -> PublishedState:
+    """Record the republished dates' fingerprints, now that Tableau accepted the batch."""
+    recorded = plan.recorded_after_publish()
+    ours = {d: recorded.days[d] for d in plan.republished}
+
+    def merge(theirs: dict[str, Any] | None) -> dict[str, Any]:
+        other = PublishedState.parse(theirs, recorded.kind, 0)
+        return other.with_published(ours).payload(run_id=flow_run.id)
+
+    storage = credentials.get_cloud_storage_client(project=credentials.project)
+    write_record(
+        storage,
+        config.gcs.bucket,
+        state_object(config),
+        recorded.payload(run_id=flow_run.id),
+        generation=plan.state.generation,
+        merge=merge,
+    )
+    return recorded
 
 
 @dataclass(frozen=True)
@@ -114,21 +218,26 @@ class Steps:
     adding its line to the run report."""
 
     preflight: TimedStep[..., tuple[DryRun, TargetCheck]]
+    fingerprint: TimedStep[..., WindowPlan]
     export: TimedStep[..., ExportManifest]
     download: TimedStep[..., DownloadedExport]
     build: TimedStep[..., HyperExtract]
     publish: TimedStep[..., PublishResult]
+    record: TimedStep[..., PublishedState]
 
     @classmethod
     def configured(cls, config: PipelineConfig, report: RunReport) -> Steps:
         step = partial(with_retries, retry=config.retry, report=report)
         tableau_seconds = config.tableau.job_timeout_seconds + SLOT_WAIT_SECONDS
+        bigquery_seconds = config.bigquery.job_timeout_seconds + 300
         return cls(
             step(preflight_step, timeout_seconds=SLOT_WAIT_SECONDS + 600),
-            step(export_step, timeout_seconds=config.bigquery.job_timeout_seconds + 300),
+            step(fingerprint_step, timeout_seconds=bigquery_seconds),
+            step(export_step, timeout_seconds=bigquery_seconds),
             step(download_step, timeout_seconds=LOCAL_STEP_TIMEOUT),
             step(build_step, timeout_seconds=LOCAL_STEP_TIMEOUT),
             step(publish_step, timeout_seconds=tableau_seconds),
+            step(record_step, timeout_seconds=600),
         )
 
 
