@@ -27,9 +27,9 @@ from prefect.deployments import run_deployment
 from prefect.runtime import flow_run
 from pydantic import Field
 
-from flows.config import PipelineConfig
+from flows.config import MAX_LOOKBACK_DAYS, PipelineConfig
 from flows.dates import backfill_dates
-from flows.errors import PipelineError
+from flows.errors import ConfigError, PipelineError
 
 FLOW_NAME: Final[str] = "bq-view-to-tableau-backfill"
 PER_DATE_DEPLOYMENT: Final[str] = "bq-view-to-tableau/per-date"
@@ -39,11 +39,19 @@ POLL_SECONDS: float = 10.0
 
 @dataclass(frozen=True)
 class DateRun:
-    """One date's flow run of the per-date deployment, as the backfill starts it."""
+    """One flow run of the per-date deployment, as the backfill starts it: one date, or a
+    window of consecutive dates ending on `run_date` (one export and one Tableau batch)."""
 
     run_date: date
     name: str
     parameters: dict[str, Any]
+    days: tuple[date, ...] = ()  # the dates it covers; () means just run_date
+
+    @property
+    def covers(self) -> str:
+        """`YYYY-MM-DD`, or `first..last` for a window."""
+        days = self.days or (self.run_date,)
+        return days[0].isoformat() if len(days) == 1 else f"{days[0]}..{days[-1]}"
 
 
 def plan_backfill(
@@ -54,13 +62,19 @@ def plan_backfill(
     dates: list[date] | None,
     today: date,
     max_dates: int,
+    window_days: int = 1,
+    force: bool = False,
 ) -> list[DateRun]:
-    """The runs a backfill starts, in date order: one per day of the range and the list.
+    """The runs a backfill starts, in date order: one per day of the range and the list, or,
+    with `window_days` above 1, one per window of at most that many consecutive days.
 
-    Each is named `<view>-<day>` and gets the whole config and its `run_date`.
+    A day runs as `<view>-<day>` with the whole config and its `run_date`; a window as
+    `<view>-<first>..<last>` with `run_date` its last day and `lookback_days` its length, so it
+    republishes only the dates BigQuery restated (all of them with `force`).
 
     Raises:
-        ConfigError: for a plan `backfill_dates` refuses (before any run starts).
+        ConfigError: for a plan `backfill_dates` refuses, or windows with a mode that can only
+            publish one date (before any run starts).
     """
     days = backfill_dates(
         start=start,
@@ -70,12 +84,34 @@ def plan_backfill(
         earliest=config.earliest_date,
         max_dates=max_dates,
     )
+    if window_days > 1 and config.tableau.mode != "replace_date":
+        raise ConfigError(
+            f"window_days={window_days} needs tableau.mode='replace_date' (a window is "
+            f"republished by deleting and inserting its dates); mode {config.tableau.mode!r} "
+            "publishes one date per run: leave window_days at 1"
+        )
     parameters = config.model_dump(mode="json")
     view = config.bigquery.view.rsplit(".", 1)[-1]
-    return [
-        DateRun(day, f"{view}-{day}", {"config": parameters, "run_date": day.isoformat()})
-        for day in days
-    ]
+    runs = []
+    for window in _windows(days, window_days):
+        params: dict[str, Any] = {"config": parameters, "run_date": window[-1].isoformat()}
+        if window_days > 1:
+            params |= {"lookback_days": len(window), "force": force}
+        covers = window[0].isoformat() if len(window) == 1 else f"{window[0]}..{window[-1]}"
+        runs.append(DateRun(window[-1], f"{view}-{covers}", params, tuple(window)))
+    return runs
+
+
+def _windows(days: list[date], size: int) -> list[list[date]]:
+    """Consecutive days grouped into windows of at most `size` days, oldest first."""
+    windows: list[list[date]] = []
+    for day in days:
+        current = windows[-1] if windows else None
+        if current and len(current) < size and (day - current[-1]).days == 1:
+            current.append(day)
+        else:
+            windows.append([day])
+    return windows
 
 
 @dataclass(frozen=True)
@@ -127,6 +163,8 @@ def backfill(
     fail_fast: bool = False,
     dry_run: bool = False,
     max_dates: Annotated[int, Field(ge=1, le=3660)] = 93,
+    window_days: Annotated[int, Field(ge=1, le=MAX_LOOKBACK_DAYS)] = 1,
+    force: bool = False,
 ) -> list[dict[str, Any]]:
     """Replace each given day in Tableau by running the per-date deployment for it.
 
@@ -140,18 +178,28 @@ def backfill(
         fail_fast: Stop starting dates after the first failure.
         dry_run: Only show the plan; run nothing.
         max_dates: Refuse larger backfills (a typo guard).
+        window_days: Above 1, run consecutive dates as windows of at most this many days,
+            each one run with one export and one Tableau batch of only the restated dates.
+        force: With windows, republish every date, changed or not.
     """
     today = datetime.now(ZoneInfo(config.timezone)).date()
     runs = plan_backfill(
-        config, start=start, end=end, dates=dates, today=today, max_dates=max_dates
+        config,
+        start=start,
+        end=end,
+        dates=dates,
+        today=today,
+        max_dates=max_dates,
+        window_days=window_days,
+        force=force,
     )
     days = [run.run_date for run in runs]
     if dry_run:
         create_markdown_artifact(
-            markdown=_plan_markdown(days, deployment_name, max_concurrency),
+            markdown=_plan_markdown(runs, deployment_name, max_concurrency),
             description="Backfill plan (dry run: nothing was run)",
         )
-        return [{"run_date": d.isoformat(), "state": "Planned"} for d in days]
+        return [{"run_date": r.run_date.isoformat(), "state": "Planned"} for r in runs]
 
     outcomes = _run_dates(runs, deployment_name, max_concurrency, fail_fast)
     create_table_artifact(
@@ -225,15 +273,21 @@ def _run_one(deployment_name: str, run: DateRun) -> DateOutcome:
     )
 
 
-def _plan_markdown(days: list[date], deployment_name: str, max_concurrency: int) -> str:
+def _plan_markdown(runs: list[DateRun], deployment_name: str, max_concurrency: int) -> str:
+    windows = any(len(r.days) > 1 for r in runs)
+    dates = sum(len(r.days) or 1 for r in runs)
     lines = [
-        f"# Backfill plan: {len(days)} date(s)",
+        f"# Backfill plan: {dates} date(s)" + (f" in {len(runs)} window(s)" if windows else ""),
         "",
-        f"Each date runs as its own flow run of `{deployment_name}`, {max_concurrency} at a time,",
-        "replacing that date's rows in Tableau. Nothing was run (dry run).",
+        f"Each {'window' if windows else 'date'} runs as its own flow run of "
+        f"`{deployment_name}`, {max_concurrency} at a time,",
+        "replacing "
+        + ("the window's restated dates in one Tableau batch." if windows else "that date's rows")
+        + (" in Tableau." if not windows else "")
+        + " Nothing was run (dry run).",
         "",
-        "| # | run_date |",
-        "|---:|---|",
-        *(f"| {i} | {d.isoformat()} |" for i, d in enumerate(days, 1)),
+        "| # | run_date | covers |",
+        "|---:|---|---|",
+        *(f"| {i} | {r.run_date.isoformat()} | {r.covers} |" for i, r in enumerate(runs, 1)),
     ]
     return "\n".join(lines) + "\n"

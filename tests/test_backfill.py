@@ -57,3 +57,47 @@ def test_a_plan_out_of_bounds_is_refused_before_any_run(
 ) -> None:
     with pytest.raises(ConfigError, match=message):
         plan_backfill(CONFIG, start=None, end=None, dates=dates, today=TODAY, max_dates=max_dates)
+
+
+def test_windows_group_consecutive_days_and_each_is_one_run_of_its_restated_dates() -> None:
+    runs = plan_backfill(
+        CONFIG,
+        start=date(2026, 11, 1),
+        end=date(2026, 11, 10),
+        dates=[date(2026, 10, 20)],
+        today=TODAY,
+        max_dates=93,
+        window_days=4,
+        force=True,
+    )
+
+    assert [run.name for run in runs] == [
+        "v_daily_ads-2026-10-20",
+        "v_daily_ads-2026-11-01..2026-11-04",
+        "v_daily_ads-2026-11-05..2026-11-08",
+        "v_daily_ads-2026-11-09..2026-11-10",
+    ]
+    assert [(r.parameters["run_date"], r.parameters["lookback_days"]) for r in runs] == [
+        ("2026-10-20", 1),
+        ("2026-11-04", 4),
+        ("2026-11-08", 4),
+        ("2026-11-10", 2),
+    ]
+    assert all(r.parameters["force"] is True for r in runs)
+    assert sum(len(r.days) for r in runs) == 11  # every date once
+
+
+def test_windows_need_the_replace_date_mode() -> None:
+    append = CONFIG.model_copy(
+        update={"tableau": CONFIG.tableau.model_copy(update={"mode": "append"})}
+    )
+    with pytest.raises(ConfigError, match=r"window_days=7 needs tableau\.mode='replace_date'"):
+        plan_backfill(
+            append,
+            start=date(2026, 11, 1),
+            end=date(2026, 11, 3),
+            dates=None,
+            today=TODAY,
+            max_dates=93,
+            window_days=7,
+        )
