@@ -47,9 +47,7 @@ def world(stack: LocalStack, monkeypatch: pytest.MonkeyPatch, no_regional_access
 
 @pytest.fixture
 def config(world: LocalStack, tmp_path: Path) -> PipelineConfig:
-    return world.pipeline_config(work_dir=tmp_path / "work").model_copy(
-        update={"lookback_days": 7}
-    )
+    return world.pipeline_config(work_dir=tmp_path / "work").model_copy(update={"lookback_days": 7})
 
 
 def _source(stack: LocalStack) -> str:
