@@ -249,6 +249,19 @@ def test_custom_run_form_starts_with_a_plain_date_picker(deployed: Deployed) -> 
     )
 
 
+def test_a_custom_run_offers_the_window_and_force_described(deployed: Deployed) -> None:
+    properties = deployed.deployments[PER_DATE].parameter_openapi_schema["properties"]
+    lookback, force = properties["lookback_days"], properties["force"]
+    assert "only the dates BigQuery restated" in lookback["description"]
+    assert "Republish every date of the window" in force["description"]
+    assert force["default"] is False
+    jsonschema.validate(28, lookback)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(0, lookback)
+    backfill = deployed.deployments[BACKFILL].parameter_openapi_schema["properties"]
+    assert "windows of at most this many days" in backfill["window_days"]["description"]
+
+
 def test_job_variables_are_all_declared_by_the_pool_template(deployed: Deployed) -> None:
     # The server accepts unknown job variables silently; an unknown key would never reach ECS.
     declared = set(deployed.variables["properties"])
