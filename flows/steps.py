@@ -24,7 +24,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
 from blocks import AwsWorkloadIdentityCredentials, TableauServer
-from flows.bigquery import DryRun, ExportManifest, dry_run_day, export_view, parquet_schema
+from flows.bigquery import DryRun, ExportManifest, dry_run_days, export_view, parquet_schema
 from flows.config import PipelineConfig, RetryConfig
 from flows.errors import ConfigError, is_retryable, note_retries_spent, retry_if_transient
 from flows.gcs import DownloadedExport, download_export
@@ -50,7 +50,7 @@ def preflight_step(
     client = credentials.get_bigquery_client(
         project=credentials.project, location=config.bigquery.location
     )
-    dry_run = dry_run_day(client, config.bigquery, day)
+    dry_run = dry_run_days(client, config.bigquery, [day])
     columns = hyper_columns(
         parquet_schema(dry_run.schema), file_format_version=config.hyper.file_format_version
     )
@@ -67,7 +67,7 @@ def export_step(
         project=credentials.project, location=config.bigquery.location
     )
     attempt = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
-    return export_view(client, config.bigquery, config.gcs, day, attempt=attempt, dry_run=dry_run)
+    return export_view(client, config.bigquery, config.gcs, [day], attempt=attempt, dry_run=dry_run)
 
 
 @_task(name="download")

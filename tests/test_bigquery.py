@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import io
 from datetime import date
+from decimal import Decimal
 from types import SimpleNamespace
 
+import pyarrow.parquet as pq
 import pytest
 from google.api_core import exceptions as gapi
 from google.cloud import bigquery, storage
 
 from flows.bigquery import (
     attempt_prefix,
-    day_select,
+    days_select,
     export_statement,
     export_view,
     job_labels,
 )
 from flows.config import BigQueryConfig, GcsConfig
 from flows.errors import ConfigError, ExportError, is_retryable
+from standins.datamart import ad_rows
 from standins.loopback import Request, Response
 from tests.plugins.emulators import EMPTY_DATE, MART_DATES, MART_ROWS_PER_DAY
 
@@ -33,14 +37,14 @@ def test_export_statement_quotes_names_and_binds_the_date() -> None:
     sql = export_statement("my-project.mart.ad_view", "date", URI, "SNAPPY")
     assert sql == (
         f"EXPORT DATA OPTIONS(uri='{URI}', format='PARQUET', compression='SNAPPY', "
-        "overwrite=false) AS SELECT * FROM `my-project.mart.ad_view` WHERE `date` = @run_date"
+        "overwrite=false) AS SELECT * FROM `my-project.mart.ad_view` WHERE `date` IN UNNEST(@days)"
     )
 
 
 def test_export_statement_without_compression_omits_the_option() -> None:
     sql = export_statement("my-project.mart.ad_view", "day", URI, "NONE")
     assert "compression" not in sql
-    assert "WHERE `day` = @run_date" in sql
+    assert "WHERE `day` IN UNNEST(@days)" in sql
 
 
 @pytest.mark.parametrize(
@@ -69,7 +73,7 @@ def test_a_domain_scoped_project_is_refused_by_the_sql_builder_too() -> None:
 @pytest.mark.parametrize("column", ["date` = date OR `1", "da te", "1date", "", "date;"])
 def test_bad_date_columns_are_refused(column: str) -> None:
     with pytest.raises(ConfigError, match=r"bigquery\.date_column"):
-        day_select("my-project.mart.v", column)
+        days_select("my-project.mart.v", column)
 
 
 @pytest.mark.parametrize(
@@ -106,13 +110,19 @@ def test_labels_are_valid_label_values() -> None:
     assert len(labels["view"]) == 63
 
 
+def test_an_export_of_no_days_is_refused_before_any_call() -> None:
+    bq = BigQueryConfig(view="p-roject.mart.v")
+    with pytest.raises(ConfigError, match="No dates to export"):
+        export_view(object(), bq, GCS, [], attempt="a1")  # type: ignore[arg-type]
+
+
 def test_unsafe_config_is_refused_before_any_call() -> None:
     # model_construct skips pydantic's validation: the SQL builder must still refuse.
     bq = BigQueryConfig.model_construct(
         view="p-roject.mart.v`x", date_column="date", location="US", compression="SNAPPY"
     )
     with pytest.raises(ConfigError, match=r"bigquery\.view"):
-        export_view(object(), bq, GCS, DAY, attempt="a1")  # type: ignore[arg-type]
+        export_view(object(), bq, GCS, [DAY], attempt="a1")  # type: ignore[arg-type]
 
 
 # --- the wait: cancel on interruption (a stand-in job, for this error path only) -----------
@@ -150,7 +160,7 @@ def test_interrupted_wait_cancels_the_job_and_reraises(interrupt: BaseException)
     job = _StuckJob(interrupt)
     bq = BigQueryConfig(view="p-roject.mart.v")
     with pytest.raises(type(interrupt)):
-        export_view(_OneJobClient(job), bq, GCS, DAY, attempt="a1")  # type: ignore[arg-type]
+        export_view(_OneJobClient(job), bq, GCS, [DAY], attempt="a1")  # type: ignore[arg-type]
     assert job.cancelled
 
 
@@ -172,7 +182,7 @@ def test_export_writes_the_day_under_the_attempt_prefix(
     gcs = GcsConfig(bucket=staging_bucket, prefix="bq-tableau")
     bq = _config(ad_datamart.view, max_bytes_billed=10**9, job_id_prefix="daily_")
 
-    manifest = export_view(proxied_bq_client, bq, gcs, DAY, attempt="run-1")
+    manifest = export_view(proxied_bq_client, bq, gcs, [DAY], attempt="run-1")
 
     expected_prefix = (
         f"gs://{staging_bucket}/bq-tableau/{ad_datamart.view}/run_date=2026-11-03/run-1/"
@@ -194,13 +204,13 @@ def test_export_writes_the_day_under_the_attempt_prefix(
     assert query["maximumBytesBilled"] == str(10**9)
     assert query["queryParameters"] == [
         {
-            "name": "run_date",
-            "parameterType": {"type": "DATE"},
-            "parameterValue": {"value": "2026-11-03"},
+            "name": "days",
+            "parameterType": {"type": "ARRAY", "arrayType": {"type": "DATE"}},
+            "parameterValue": {"arrayValues": [{"value": "2026-11-03"}]},
         }
     ]
     select = query["query"].split(") AS ", 1)[1]
-    assert select.endswith("WHERE `date` = @run_date")  # the date is a parameter, not pasted in
+    assert select.endswith("WHERE `date` IN UNNEST(@days)")  # the dates are a parameter
     assert job["configuration"]["labels"] == job_labels(ad_datamart.view, DAY)
     assert job["jobReference"]["location"] == "US"
 
@@ -214,7 +224,7 @@ def test_estimate_over_the_limit_is_refused_before_any_export(
     gcs = GcsConfig(bucket=staging_bucket)
 
     with pytest.raises(ExportError, match="max_bytes_billed") as caught:
-        export_view(proxied_bq_client, bq, gcs, DAY, attempt="run-1")
+        export_view(proxied_bq_client, bq, gcs, [DAY], attempt="run-1")
 
     assert not caught.value.retryable
     assert "5,497,558,138,880 bytes" in str(caught.value)
@@ -230,7 +240,7 @@ def test_missing_view_is_permanent_with_a_clear_message(
     bq = _config(f"{project}.{dataset}.no_such_view")
 
     with pytest.raises(ExportError) as caught:
-        export_view(bq_client, bq, GcsConfig(bucket=staging_bucket), DAY, attempt="a1")
+        export_view(bq_client, bq, GcsConfig(bucket=staging_bucket), [DAY], attempt="a1")
 
     message = str(caught.value)
     assert message.startswith(f"View {project}.{dataset}.no_such_view not found in location US")
@@ -243,7 +253,7 @@ def test_missing_view_is_permanent_with_a_clear_message(
 def test_unknown_date_column_names_the_setting(bq_client, ad_datamart, staging_bucket) -> None:
     bq = BigQueryConfig(view=ad_datamart.view, date_column="day")
     with pytest.raises(ExportError, match=r"bigquery\.date_column='day'") as caught:
-        export_view(bq_client, bq, GcsConfig(bucket=staging_bucket), DAY, attempt="a1")
+        export_view(bq_client, bq, GcsConfig(bucket=staging_bucket), [DAY], attempt="a1")
     assert not caught.value.retryable
 
 
@@ -256,7 +266,7 @@ def test_a_timestamp_date_column_is_refused_before_any_export(
     with pytest.raises(
         ExportError, match=r"date_column='updated_at' .* is a TIMESTAMP, not a DATE"
     ):
-        export_view(bq_client, bq, GcsConfig(bucket=staging_bucket), DAY, attempt="a1")
+        export_view(bq_client, bq, GcsConfig(bucket=staging_bucket), [DAY], attempt="a1")
 
     assert _objects(gcs_client, staging_bucket) == []  # nothing was exported
 
@@ -289,7 +299,7 @@ def test_access_denied_is_permanent_and_names_the_roles(
             proxied_bq_client,
             _config(ad_datamart.view),
             GcsConfig(bucket=staging_bucket),
-            DAY,
+            [DAY],
             attempt="a1",
         )
     message = str(caught.value)
@@ -331,7 +341,7 @@ def test_job_is_cancelled_when_the_wait_times_out(
     bq = _config(ad_datamart.view, job_timeout_seconds=0.3)
 
     with pytest.raises(ExportError, match="did not finish within") as caught:
-        export_view(proxied_bq_client, bq, GcsConfig(bucket=staging_bucket), DAY, attempt="a1")
+        export_view(proxied_bq_client, bq, GcsConfig(bucket=staging_bucket), [DAY], attempt="a1")
 
     assert caught.value.retryable
     cancels = [r.path for r in bigquery_proxy.requests if r.path.endswith("/cancel")]
@@ -345,7 +355,39 @@ def test_job_is_cancelled_when_the_wait_times_out(
 def test_every_seeded_date_exports_its_own_rows(bq_client, ad_datamart, staging_bucket) -> None:
     gcs = GcsConfig(bucket=staging_bucket)
     counts = {
-        day: export_view(bq_client, _config(ad_datamart.view), gcs, day, attempt="a1").rows
+        day: export_view(bq_client, _config(ad_datamart.view), gcs, [day], attempt="a1").rows
         for day in (MART_DATES[0], EMPTY_DATE)
     }
     assert counts == {MART_DATES[0]: MART_ROWS_PER_DAY, EMPTY_DATE: 0}
+
+
+@pytest.mark.emulator
+def test_one_export_job_writes_exactly_the_listed_days(
+    proxied_bq_client, bigquery_proxy, gcs_client, ad_datamart, staging_bucket
+) -> None:
+    days = [MART_DATES[3], MART_DATES[1]]  # unsorted, not contiguous
+    gcs = GcsConfig(bucket=staging_bucket, prefix="bq-tableau")
+
+    manifest = export_view(proxied_bq_client, _config(ad_datamart.view), gcs, days, attempt="w-1")
+
+    assert manifest.days == (MART_DATES[1], MART_DATES[3])
+    assert manifest.run_date == MART_DATES[3]  # the folder and the labels use the last day
+    assert f"/run_date={MART_DATES[3].isoformat()}/w-1/" in manifest.uri_prefix
+    assert manifest.rows == 2 * MART_ROWS_PER_DAY
+    (job,) = bigquery_proxy.job_inserts(dry_run=False)
+    (dry,) = bigquery_proxy.job_inserts(dry_run=True)
+    for body in (job, dry):
+        assert body["configuration"]["query"]["queryParameters"][0]["parameterValue"] == {
+            "arrayValues": [{"value": "2026-11-02"}, {"value": "2026-11-04"}]
+        }
+    assert job["configuration"]["labels"]["run_date"] == "2026-11-04"
+
+    exported = [
+        row
+        for blob in gcs_client.list_blobs(staging_bucket)
+        for row in pq.read_table(io.BytesIO(blob.download_as_bytes())).to_pylist()
+    ]
+    expected = ad_rows(manifest.days, MART_ROWS_PER_DAY)
+    assert sorted((r["date"], r["ad_group_id"], r["cost"]) for r in exported) == sorted(
+        (date.fromisoformat(r["date"]), r["ad_group_id"], Decimal(r["cost"])) for r in expected
+    )
