@@ -13,6 +13,10 @@ Extract jobs cannot read a view, so the days leave BigQuery through `EXPORT DATA
 3. the manifest records what BigQuery says it wrote (`exportDataStatistics`).
 
 Every attempt writes under its own prefix, so a rerun can never read an earlier attempt's files.
+
+Before exporting a window of days, `fingerprint_days` runs one aggregate query over the window:
+per date the row count, an order-independent hash of the rows and the sums of the numeric
+columns, so that only the days whose fingerprint changed need exporting (docs/export.md).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from google.cloud import bigquery
 
 from flows.config import (
     BUCKET_NAME,
+    COLUMN_NAME,
     BigQueryConfig,
     GcsConfig,
     check_column,
@@ -66,6 +71,9 @@ _PARQUET_TYPES: Final[dict[str, pa.DataType]] = {
     "TIMESTAMP": pa.timestamp("us", tz="UTC"),
     "TIME": pa.time64("us"),
 }
+# The types whose per-day SUM the fingerprint reports (the REST API's legacy names included).
+_NUMERIC_TYPES: Final = frozenset({"INT64", "INTEGER", "FLOAT64", "FLOAT", "NUMERIC", "BIGNUMERIC"})
+_ROW: Final = "_view_row"  # the view's range variable in the fingerprint query
 
 
 @dataclass(frozen=True)
@@ -95,6 +103,26 @@ class ExportManifest:
     schema: tuple[tuple[str, str], ...]
 
 
+@dataclass(frozen=True)
+class DayFingerprint:
+    """One date of the view as the fingerprint query sees it."""
+
+    rows: int
+    # "XOR:SUM" of the rows' FARM_FINGERPRINTs: equal iff both are. The XOR alone cancels
+    # identical rows in pairs ({A, A, B} and {C, C, B} agree); the sum does not.
+    digest: str
+    sums: dict[str, float]  # numeric column -> its SUM that day (0.0 when all NULL)
+
+
+@dataclass(frozen=True)
+class Fingerprints:
+    """The fingerprint of each date of a window that has rows; dates without rows are absent."""
+
+    days: dict[date, DayFingerprint]
+    job_id: str
+    bytes_processed: int | None
+
+
 # --- pure functions: names and SQL ---------------------------------------------------------
 
 
@@ -112,8 +140,11 @@ def quote_view(view: str) -> str:
     return f"`{view}`"
 
 
-def quote_column(column: str) -> str:
+def quote_column(column: str, *, setting: str = "bigquery.date_column") -> str:
     """Return `column` backquoted, after validating it.
+
+    Args:
+        setting: The config field the name comes from, named in the error.
 
     Raises:
         ConfigError: not a plain column name (`flows.config.check_column`).
@@ -121,13 +152,76 @@ def quote_column(column: str) -> str:
     try:
         check_column(column)
     except ValueError as exc:
-        raise ConfigError(f"{exc}. Fix bigquery.date_column.") from exc
+        message = str(exc).replace("bigquery.date_column", setting, 1)
+        raise ConfigError(f"{message}. Fix {setting}.") from exc
     return f"`{column}`"
 
 
 def days_select(view: str, date_column: str) -> str:
     """The SELECT of some days of the view; the dates are the `@days` ARRAY<DATE> parameter."""
     return f"SELECT * FROM {quote_view(view)} WHERE {quote_column(date_column)} IN UNNEST(@days)"
+
+
+def fingerprint_select(
+    view: str,
+    date_column: str,
+    *,
+    numeric_columns: Sequence[str] = (),
+    columns: Sequence[str] | None = None,
+) -> str:
+    """The one aggregate query fingerprinting each date from `@start` to `@end` (DATE parameters).
+
+    Per date: `row_count`; `hash_xor` and `hash_sum`, the BIT_XOR and the NUMERIC SUM of
+    `FARM_FINGERPRINT(TO_JSON_STRING(row))` over the whole row, or over `columns` only; and
+    `sum_0`, `sum_1`, ... the SUMs of `numeric_columns`, in their order. The hash sum cannot
+    overflow: NUMERIC holds 29 integer digits and each hash fewer than 20, so a day may have
+    up to 10^10 rows.
+
+    Raises:
+        ConfigError: an unsafe name, or `columns` is empty.
+    """
+    day = f"{_ROW}.{quote_column(date_column)}"
+    if columns is None:
+        row = f"TO_JSON_STRING({_ROW})"
+    elif not columns:
+        raise ConfigError(
+            "bigquery.fingerprint_columns is empty, so nothing would be hashed. List the "
+            "columns that restate (e.g. the metrics), or leave it unset to hash the whole row."
+        )
+    else:
+        # Named fields, so that BigQuery and the emulator write the same JSON keys.
+        quoted = [quote_column(c, setting="bigquery.fingerprint_columns") for c in columns]
+        row = f"TO_JSON_STRING(STRUCT({', '.join(f'{_ROW}.{q} AS {q}' for q in quoted)}))"
+    hashed = f"FARM_FINGERPRINT({row})"
+    sums = [
+        f"SUM({_ROW}.{quote_column(c, setting='numeric_columns')}) AS sum_{i}"
+        for i, c in enumerate(numeric_columns)
+    ]
+    select = [
+        f"{day} AS fingerprint_date",
+        "COUNT(*) AS row_count",
+        f"BIT_XOR({hashed}) AS hash_xor",
+        f"SUM(CAST({hashed} AS NUMERIC)) AS hash_sum",
+        *sums,
+    ]
+    return (
+        f"SELECT {', '.join(select)} FROM {quote_view(view)} AS {_ROW} "
+        f"WHERE {day} BETWEEN @start AND @end GROUP BY 1"  # by position: no alias can clash
+    )
+
+
+def numeric_columns_of(schema: Sequence[tuple[str, str]], *, date_column: str) -> tuple[str, ...]:
+    """The numeric columns of a dry run's (column, BigQuery type)s, whose sums the report shows.
+
+    INT64, FLOAT64, NUMERIC and BIGNUMERIC (and the legacy INTEGER, FLOAT), without the date
+    column and without the names the SQL builder would refuse (BigQuery's flexible column
+    names): those still count in the whole-row hash, only their sums are not reported.
+    """
+    return tuple(
+        name
+        for name, kind in schema
+        if kind in _NUMERIC_TYPES and name != date_column and COLUMN_NAME.fullmatch(name)
+    )
 
 
 def export_statement(view: str, date_column: str, uri: str, compression: str) -> str:
@@ -262,6 +356,66 @@ def dry_run_days(client: bigquery.Client, bq: BigQueryConfig, days: Sequence[dat
     return DryRun(estimated_bytes=estimate, schema=schema)
 
 
+# --- change detection ----------------------------------------------------------------------
+
+
+def fingerprint_days(
+    client: bigquery.Client,
+    bq: BigQueryConfig,
+    start: date,
+    end: date,
+    *,
+    numeric_columns: Sequence[str],
+    columns: Sequence[str] | None = None,
+) -> Fingerprints:
+    """Fingerprint each date from `start` to `end` (inclusive) of the view in one query.
+
+    It reads the window's rows of the hashed and summed columns only: with a table partitioned
+    on the date column, the whole-row fingerprint of N days costs what their export does.
+
+    Args:
+        numeric_columns: The columns whose per-day sums are reported (`numeric_columns_of`).
+        columns: Hash only these columns (`bigquery.fingerprint_columns`); the whole row if None.
+
+    Raises:
+        ConfigError: unsafe names, an empty `columns`, or `end` before `start`.
+        ExportError: BigQuery refused or failed the query; `retryable` says if a rerun can help.
+    """
+    if end < start:
+        raise ConfigError(
+            f"The fingerprint window {start}..{end} ends before it starts; check lookback_days."
+        )
+    numeric_columns = tuple(dict.fromkeys(numeric_columns))
+    sql = fingerprint_select(
+        bq.view, bq.date_column, numeric_columns=numeric_columns, columns=columns
+    )
+    params = [
+        bigquery.ScalarQueryParameter("start", "DATE", start),
+        bigquery.ScalarQueryParameter("end", "DATE", end),
+    ]
+    job = _start(client, bq, None, sql, params, end, stage="fingerprint")
+    rows = _wait(job, bq, None, stage="fingerprint")
+    try:
+        days = {
+            row["fingerprint_date"]: DayFingerprint(
+                rows=int(row["row_count"]),
+                digest=f"{int(row['hash_xor'])}:{int(row['hash_sum'])}",
+                sums={
+                    column: float(row[f"sum_{i}"] or 0) for i, column in enumerate(numeric_columns)
+                },
+            )
+            for row in rows  # one page: at most one row per date of the window
+        }
+    except (gapi.GoogleAPICallError, gapi.RetryError, requests.RequestException) as exc:
+        raise _translate(exc, bq, None, stage="fingerprint") from exc
+    logger.info(
+        "Fingerprinted %s from %s to %s: %d of %d dates have rows (job %s, %s bytes processed)",
+        bq.view, start, end, len(days), (end - start).days + 1, job.job_id,
+        job.total_bytes_processed,
+    )  # fmt: skip
+    return Fingerprints(days=days, job_id=job.job_id, bytes_processed=job.total_bytes_processed)
+
+
 def parquet_schema(schema: Sequence[tuple[str, str]]) -> pa.Schema:
     """The Arrow schema BigQuery's Parquet export writes for these (column, BigQuery type)s.
 
@@ -357,11 +511,13 @@ def _translate(
     reasons = {e.get("reason") for e in getattr(exc, "errors", None) or [] if isinstance(e, dict)}
     detail = getattr(exc, "message", None) or str(exc)
     project, dataset, _ = split_view(bq.view)
+    fingerprint = stage == "fingerprint"  # one more setting can be at fault
     if "bytesBilledLimitExceeded" in reasons:
+        fewer = ", or set bigquery.fingerprint_columns to hash fewer columns" if fingerprint else ""
         message = (
             f"BigQuery stopped the {stage} of {bq.view}: it would bill more than "
             f"bigquery.max_bytes_billed={bq.max_bytes_billed:,} bytes. Raise the limit if the "
-            "day legitimately grew."
+            f"day legitimately grew{fewer}."
         )
     elif isinstance(exc, gapi.NotFound) and stage == "export" and "gs://" in detail:
         message = f"Staging bucket not found ({detail}). Check gcs.bucket."
@@ -384,10 +540,11 @@ def _translate(
                 "project to the service account."
             )
     elif isinstance(exc, gapi.BadRequest) and "invalidQuery" in reasons:
+        also = " and bigquery.fingerprint_columns are columns of it" if fingerprint else ""
         message = (
             f"BigQuery rejected the {stage} query on {bq.view} ({detail}). "
             f"Check bigquery.view and that bigquery.date_column={bq.date_column!r} is a DATE "
-            "column of the view."
+            f"column of the view{also}."
         )
     else:
         message = f"BigQuery {stage} of {bq.view} failed: {type(exc).__name__}: {detail}"

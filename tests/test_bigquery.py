@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
-from datetime import date
+import uuid
+from collections.abc import Iterator
+from datetime import date, timedelta
 from decimal import Decimal
 from types import SimpleNamespace
 
@@ -15,15 +17,19 @@ from google.cloud import bigquery, storage
 from flows.bigquery import (
     attempt_prefix,
     days_select,
+    dry_run_days,
     export_statement,
     export_view,
+    fingerprint_days,
+    fingerprint_select,
     job_labels,
+    numeric_columns_of,
 )
 from flows.config import BigQueryConfig, GcsConfig
 from flows.errors import ConfigError, ExportError, is_retryable
-from standins.datamart import ad_rows
+from standins.datamart import SeededMart, ad_rows, seed_ad_datamart
 from standins.loopback import Request, Response
-from tests.plugins.emulators import EMPTY_DATE, MART_DATES, MART_ROWS_PER_DAY
+from tests.plugins.emulators import EMPTY_DATE, EMULATOR_PROJECT, MART_DATES, MART_ROWS_PER_DAY
 
 DAY = date(2026, 11, 3)
 GCS = GcsConfig(bucket="stage-bucket", prefix="bq-tableau")
@@ -108,6 +114,68 @@ def test_labels_are_valid_label_values() -> None:
     assert labels["run_date"] == "2026-11-03"
     assert labels["view"].startswith("my-project_mart_ad_view_")
     assert len(labels["view"]) == 63
+
+
+def test_fingerprint_select_hashes_the_row_twice_and_sums_by_position() -> None:
+    sql = fingerprint_select("p-roject.mart.v", "date", numeric_columns=("cost", "clicks"))
+    hashed = "FARM_FINGERPRINT(TO_JSON_STRING(_view_row))"
+    assert sql == (
+        "SELECT _view_row.`date` AS fingerprint_date, COUNT(*) AS row_count, "
+        f"BIT_XOR({hashed}) AS hash_xor, SUM(CAST({hashed} AS NUMERIC)) AS hash_sum, "
+        "SUM(_view_row.`cost`) AS sum_0, SUM(_view_row.`clicks`) AS sum_1 "
+        "FROM `p-roject.mart.v` AS _view_row "
+        "WHERE _view_row.`date` BETWEEN @start AND @end GROUP BY 1"
+    )
+
+
+def test_fingerprint_columns_hash_a_struct_of_named_fields() -> None:
+    sql = fingerprint_select("p-roject.mart.v", "day", columns=("cost", "clicks"))
+    struct = "STRUCT(_view_row.`cost` AS `cost`, _view_row.`clicks` AS `clicks`)"
+    assert f"BIT_XOR(FARM_FINGERPRINT(TO_JSON_STRING({struct}))) AS hash_xor" in sql
+    assert "TO_JSON_STRING(_view_row)" not in sql
+    assert "sum_0" not in sql
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "says"),
+    [
+        ({"columns": ()}, r"bigquery\.fingerprint_columns is empty"),
+        ({"columns": ("cost`) --",)}, r"bigquery\.fingerprint_columns 'cost`\) --' is not a valid"),
+        ({"numeric_columns": ("a b",)}, r"Fix numeric_columns\.$"),
+    ],
+)
+def test_fingerprint_select_refuses_unsafe_or_empty_columns(kwargs: dict, says: str) -> None:
+    with pytest.raises(ConfigError, match=says):
+        fingerprint_select("p-roject.mart.v", "date", **kwargs)
+
+
+def test_numeric_columns_of_a_schema() -> None:
+    schema = [
+        ("date", "DATE"),
+        ("day_number", "INT64"),
+        ("campaign", "STRING"),
+        ("impressions", "INTEGER"),  # the REST API's legacy names
+        ("conversion_value", "FLOAT"),
+        ("cost", "NUMERIC"),
+        ("budget", "BIGNUMERIC"),
+        ("ctr", "FLOAT64"),
+        ("hourly_clicks", "ARRAY<INT64>"),
+        ("is_brand", "BOOL"),
+        ("coût", "NUMERIC"),  # a flexible column name the SQL builder would refuse
+    ]
+    assert numeric_columns_of(schema, date_column="day_number") == (
+        "impressions",
+        "conversion_value",
+        "cost",
+        "budget",
+        "ctr",
+    )
+
+
+def test_a_window_ending_before_it_starts_is_refused_before_any_call() -> None:
+    bq = BigQueryConfig(view="p-roject.mart.v")
+    with pytest.raises(ConfigError, match="ends before it starts"):
+        fingerprint_days(object(), bq, DAY, DAY - timedelta(days=1), numeric_columns=())  # type: ignore[arg-type]
 
 
 def test_an_export_of_no_days_is_refused_before_any_call() -> None:
@@ -352,6 +420,34 @@ def test_job_is_cancelled_when_the_wait_times_out(
 
 
 @pytest.mark.emulator
+def test_fingerprint_job_is_cancelled_when_the_wait_times_out(
+    proxied_bq_client, bigquery_proxy, ad_datamart
+) -> None:
+    bigquery_proxy.intercept = _never_finishing
+    bq = _config(ad_datamart.view, job_timeout_seconds=0.3)
+
+    with pytest.raises(ExportError, match=r"fingerprint query on .* did not finish") as caught:
+        fingerprint_days(proxied_bq_client, bq, DAY, DAY, numeric_columns=())
+
+    assert caught.value.retryable
+    (job,) = bigquery_proxy.job_inserts(dry_run=False)
+    assert any(
+        r.path.endswith(f"/{job['jobReference']['jobId']}/cancel") for r in bigquery_proxy.requests
+    )
+
+
+@pytest.mark.emulator
+def test_an_unknown_fingerprint_column_names_the_setting(bq_client, ad_datamart) -> None:
+    bq = _config(ad_datamart.view)
+    with pytest.raises(ExportError) as caught:
+        fingerprint_days(bq_client, bq, DAY, DAY, numeric_columns=(), columns=("no_such_column",))
+    message = str(caught.value)
+    assert message.startswith(f"BigQuery rejected the fingerprint query on {ad_datamart.view}")
+    assert message.endswith("and bigquery.fingerprint_columns are columns of it.")
+    assert not caught.value.retryable
+
+
+@pytest.mark.emulator
 def test_every_seeded_date_exports_its_own_rows(bq_client, ad_datamart, staging_bucket) -> None:
     gcs = GcsConfig(bucket=staging_bucket)
     counts = {
@@ -391,3 +487,145 @@ def test_one_export_job_writes_exactly_the_listed_days(
     assert sorted((r["date"], r["ad_group_id"], r["cost"]) for r in exported) == sorted(
         (date.fromisoformat(r["date"]), r["ad_group_id"], Decimal(r["cost"])) for r in expected
     )
+
+
+# --- change detection on the emulator ------------------------------------------------------
+
+
+@pytest.fixture
+def own_mart(bq_client: bigquery.Client) -> Iterator[SeededMart]:
+    """A mart of its own for a test that restates rows (3 days x 8 rows)."""
+    dataset = f"restated_{uuid.uuid4().hex[:8]}"
+    yield seed_ad_datamart(bq_client, EMULATOR_PROJECT, dataset, MART_DATES[:3], 8)
+    for name in (dataset, f"{dataset}_src"):
+        bq_client.delete_dataset(f"{EMULATOR_PROJECT}.{name}", delete_contents=True)
+
+
+def _fingerprint(client, mart: SeededMart, **kwargs: object):
+    columns = kwargs.pop("numeric_columns", ("cost", "clicks"))
+    bq = _config(mart.view)
+    return fingerprint_days(
+        client, bq, mart.dates[0], mart.dates[-1], numeric_columns=columns, **kwargs
+    )
+
+
+def _run(client: bigquery.Client, sql: str) -> None:
+    client.query(sql).result()
+
+
+@pytest.mark.emulator
+def test_fingerprints_of_the_seeded_mart_per_day(
+    proxied_bq_client, bigquery_proxy, ad_datamart
+) -> None:
+    bq = _config(ad_datamart.view, max_bytes_billed=10**9, job_id_prefix="daily_")
+    numeric = numeric_columns_of(
+        dry_run_days(proxied_bq_client, bq, [DAY]).schema, date_column="date"
+    )
+    assert numeric == ("impressions", "clicks", "cost", "conversions", "conversion_value", "ctr")
+    bigquery_proxy.reset()
+
+    window = (EMPTY_DATE, MART_DATES[-1])  # a day before the mart: no rows, so absent
+    prints = fingerprint_days(proxied_bq_client, bq, *window, numeric_columns=numeric)
+
+    assert sorted(prints.days) == list(MART_DATES)
+    assert {day.rows for day in prints.days.values()} == {MART_ROWS_PER_DAY}
+    assert len({day.digest for day in prints.days.values()}) == len(MART_DATES)
+    assert prints.job_id.startswith("daily_")
+    rows = ad_rows([MART_DATES[0]], MART_ROWS_PER_DAY)
+    assert prints.days[MART_DATES[0]].sums == pytest.approx(
+        {
+            "impressions": sum(r["impressions"] for r in rows),
+            "clicks": sum(r["clicks"] for r in rows),
+            "cost": float(sum(Decimal(r["cost"]) for r in rows)),
+            "conversions": sum(r["conversions"] or 0 for r in rows),
+            "conversion_value": sum(r["conversion_value"] or 0 for r in rows),
+            "ctr": sum(r["clicks"] / r["impressions"] for r in rows if r["impressions"]),
+        }
+    )
+    # Deterministic: the same rows give the same fingerprints.
+    again = fingerprint_days(proxied_bq_client, bq, *window, numeric_columns=numeric)
+    assert again.days == prints.days
+    # One query per call, with the export's settings; the dates are parameters.
+    assert bigquery_proxy.job_inserts(dry_run=True) == []
+    job = bigquery_proxy.job_inserts(dry_run=False)[0]
+    query = job["configuration"]["query"]
+    assert query["maximumBytesBilled"] == str(10**9)
+    assert query["useQueryCache"] is False
+    assert job["configuration"]["labels"] == job_labels(ad_datamart.view, MART_DATES[-1])
+    assert job["jobReference"]["location"] == "US"
+    assert [(p["name"], p["parameterValue"]["value"]) for p in query["queryParameters"]] == [
+        ("start", "2026-10-31"),
+        ("end", "2026-11-05"),
+    ]
+    assert "2026-" not in query["query"]
+
+
+@pytest.mark.emulator
+def test_a_restated_value_changes_only_that_days_digest_and_sums(bq_client, own_mart) -> None:
+    before = _fingerprint(bq_client, own_mart)
+    changed = own_mart.dates[1]
+
+    _run(
+        bq_client,
+        f"UPDATE `{own_mart.table}` SET cost = cost + 1.5 "
+        f"WHERE date = DATE '{changed}' AND campaign_id = 'c-1001'",  # 2 of the day's 8 rows
+    )
+    after = _fingerprint(bq_client, own_mart)
+
+    assert after.days[changed].digest != before.days[changed].digest
+    assert after.days[changed].rows == before.days[changed].rows
+    assert after.days[changed].sums["cost"] == pytest.approx(before.days[changed].sums["cost"] + 3)
+    assert after.days[changed].sums["clicks"] == before.days[changed].sums["clicks"]
+    for day in set(own_mart.dates) - {changed}:
+        assert after.days[day] == before.days[day]
+
+
+@pytest.mark.emulator
+def test_duplicate_rows_swapped_keep_count_and_xor_but_change_the_digest(
+    bq_client, own_mart
+) -> None:
+    day = own_mart.dates[0]
+    insert = f"INSERT INTO `{own_mart.table}` (date, campaign_id, cost) VALUES "
+    _run(bq_client, f"DELETE FROM `{own_mart.table}` WHERE date = DATE '{day}'")
+    _run(
+        bq_client,
+        insert + f"(DATE '{day}', 'A', 1), (DATE '{day}', 'A', 1), (DATE '{day}', 'B', 2)",
+    )
+    aab = _fingerprint(bq_client, own_mart).days[day]
+
+    _run(
+        bq_client, f"DELETE FROM `{own_mart.table}` WHERE date = DATE '{day}' AND campaign_id = 'A'"
+    )
+    _run(bq_client, insert + f"(DATE '{day}', 'C', 1), (DATE '{day}', 'C', 1)")
+    ccb = _fingerprint(bq_client, own_mart).days[day]
+
+    assert (ccb.rows, ccb.sums) == (aab.rows, aab.sums) == (3, {"cost": 4.0, "clicks": 0.0})
+    xor = ccb.digest.split(":")[0]
+    assert xor == aab.digest.split(":")[0]  # what an XOR alone would see: nothing changed
+    assert ccb.digest != aab.digest
+
+
+@pytest.mark.emulator
+def test_fingerprint_columns_restrict_the_hash(bq_client, own_mart) -> None:
+    day = own_mart.dates[2]
+    metrics = {"columns": ("cost", "clicks")}
+    before, before_metrics = (
+        _fingerprint(bq_client, own_mart),
+        _fingerprint(bq_client, own_mart, **metrics),
+    )
+
+    _run(
+        bq_client,
+        f"UPDATE `{own_mart.table}` SET campaign_name = 'renamed' WHERE date = DATE '{day}'",
+    )
+    renamed, renamed_metrics = (
+        _fingerprint(bq_client, own_mart),
+        _fingerprint(bq_client, own_mart, **metrics),
+    )
+    assert renamed.days[day].digest != before.days[day].digest  # the whole row sees it
+    assert renamed_metrics.days == before_metrics.days  # the metrics do not
+
+    _run(bq_client, f"UPDATE `{own_mart.table}` SET clicks = clicks + 1 WHERE date = DATE '{day}'")
+    clicked = _fingerprint(bq_client, own_mart, **metrics)
+    assert clicked.days[day].digest != renamed_metrics.days[day].digest
+    assert clicked.days[own_mart.dates[0]] == renamed_metrics.days[own_mart.dates[0]]
