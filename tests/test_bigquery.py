@@ -27,7 +27,7 @@ from flows.bigquery import (
 )
 from flows.config import BigQueryConfig, GcsConfig
 from flows.errors import ConfigError, ExportError, is_retryable
-from standins.datamart import SeededMart, ad_rows, seed_ad_datamart
+from standins.datamart import SeededMart, ad_rows, scanned_bytes, seed_ad_datamart
 from standins.loopback import Request, Response
 from tests.plugins.emulators import EMPTY_DATE, EMULATOR_PROJECT, MART_DATES, MART_ROWS_PER_DAY
 
@@ -629,3 +629,44 @@ def test_fingerprint_columns_restrict_the_hash(bq_client, own_mart) -> None:
     clicked = _fingerprint(bq_client, own_mart, **metrics)
     assert clicked.days[day].digest != renamed_metrics.days[day].digest
     assert clicked.days[own_mart.dates[0]] == renamed_metrics.days[own_mart.dates[0]]
+
+
+@pytest.mark.emulator
+def test_scanned_bytes_follow_bigquerys_data_sizes(bq_client, own_mart) -> None:
+    day = own_mart.dates[0]
+    _run(bq_client, f"DELETE FROM `{own_mart.table}` WHERE date = DATE '{day}'")
+    _run(
+        bq_client,
+        f"INSERT INTO `{own_mart.table}` (date, campaign_id, cost, clicks) VALUES "
+        f"(DATE '{day}', 'A', 1, NULL), (DATE '{day}', 'ab', 2, 5)",
+    )
+    assert scanned_bytes(bq_client, own_mart, [day], ["date", "cost"]) == 2 * (8 + 16)
+    assert scanned_bytes(bq_client, own_mart, [day], ["campaign_id"]) == (2 + 1) + (2 + 2)
+    assert scanned_bytes(bq_client, own_mart, [day], ["ctr"]) == 8  # clicks (NULL is 0 bytes)
+    assert scanned_bytes(bq_client, own_mart, [day]) == 2 * (8 + 16) + 7 + 8
+
+
+@pytest.mark.emulator
+def test_fingerprint_bytes_against_the_export(bq_client, ad_datamart) -> None:
+    """What the fingerprint reads, in BigQuery's billed bytes, against the export of the days.
+
+    local-bigquery reports 0 bytes for every job, so `scanned_bytes` applies BigQuery's
+    per-type sizes to the columns each query reads, on a table partitioned by date. The
+    whole-row fingerprint reads every column of the window's days, as `SELECT *` does.
+    Run with `-s` to see the figures.
+    """
+    days = list(MART_DATES)
+    numeric = ["impressions", "clicks", "cost", "conversions", "conversion_value", "ctr"]
+    export = scanned_bytes(bq_client, ad_datamart, days)  # = the whole-row fingerprint
+    metrics = scanned_bytes(bq_client, ad_datamart, days, ["date", *numeric])  # columns=metrics
+    cost_only = scanned_bytes(bq_client, ad_datamart, days, ["date", "cost"])  # and no sums
+    per_day = export / len(days)
+    print(
+        f"\n{len(days)} days x {MART_ROWS_PER_DAY} rows: export = whole-row fingerprint "
+        f"{export:,} B ({per_day:,.0f} B/day); fingerprint of the numeric columns "
+        f"{metrics:,} B ({metrics / export:.0%}), of cost alone without sums {cost_only:,} B "
+        f"({cost_only / export:.0%}). 28-day window with 2 changed days, against 28 per-date "
+        f"exports: whole-row fingerprint + export {(28 + 2) / 28:.2f}x, "
+        f"numeric-column fingerprint + export {(28 * metrics / export + 2) / 28:.2f}x"
+    )
+    assert cost_only < metrics < export
