@@ -116,6 +116,7 @@ def main() -> None:
             manifest = ExportManifest(
                 view="bench.mart.v",
                 run_date=date(2026, 11, 1),
+                days=(date(2026, 11, 1),),
                 uri_prefix=f"gs://{BUCKET}/{PREFIX}",
                 job_id="bench",
                 rows=rows_each * args.files,

@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 DAY = date(2026, 11, 20)
 ROUNDS = 3
 STAGES = [
-    ("preflight", "dry_run_day"),
+    ("preflight", "dry_run_days"),
     ("preflight", "check_target"),
     ("export", "export_view"),
     ("download", "download_export"),

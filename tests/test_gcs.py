@@ -26,7 +26,7 @@ DAY = date(2026, 11, 2)
 
 def _export(bq_client, mart, bucket: str, day: date = DAY, attempt: str = "run-1"):
     bq = BigQueryConfig(view=mart.view, date_column="date")
-    return export_view(bq_client, bq, GcsConfig(bucket=bucket), day, attempt=attempt)
+    return export_view(bq_client, bq, GcsConfig(bucket=bucket), [day], attempt=attempt)
 
 
 def _rows_from_parquet(files) -> list[dict]:

@@ -175,7 +175,7 @@ def test_an_export_whose_token_refresh_fails_raises_the_explained_credentials_er
     bq = BigQueryConfig(view=f"{PROJECT}.marts.daily_ads", date_column="day")
 
     with pytest.raises(CredentialsError, match=says) as caught:
-        export_view(client, bq, GcsConfig(bucket="exports"), date(2026, 11, 28), attempt="run-1")
+        export_view(client, bq, GcsConfig(bucket="exports"), [date(2026, 11, 28)], attempt="run-1")
 
     assert isinstance(caught.value, exceptions.RefreshError)  # what google-auth callers catch
     assert caught.value.retryable is retryable
