@@ -105,7 +105,7 @@ def publish_step(
     tableau: TableauServer, extract: HyperExtract, day: date, config: PipelineConfig
 ) -> PublishResult:
     """Publish the extract; runs sharing one personal access token take turns."""
-    return publish(tableau, extract, day, config.tableau, date_column=config.bigquery.date_column)
+    return publish(tableau, extract, [day], config.tableau, date_column=config.bigquery.date_column)
 
 
 @dataclass(frozen=True)
