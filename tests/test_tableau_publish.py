@@ -9,6 +9,7 @@ import datetime as dt
 import hashlib
 import logging
 import types
+from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from prefect.client.orchestration import get_client
+from tableauhyperapi import Connection, HyperProcess, TableName, Telemetry
 from tableauserverclient.server.endpoint import datasources_endpoint, fileuploads_endpoint
 from tableauserverclient.server.endpoint.exceptions import (
     InternalServerError,
@@ -25,8 +27,8 @@ from tableauserverclient.server.exceptions import EndpointUnavailableError
 
 import flows.tableau
 from flows.config import HyperConfig, TableauConfig
-from flows.errors import ConfigError, PublishError, SchemaDriftError
-from flows.hyper import HyperExtract, build_hyper
+from flows.errors import ConfigError, PublishError, SchemaDriftError, is_retryable
+from flows.hyper import HyperExtract, build_hyper, write_date_payload
 from flows.publish_slot import publish_slot
 from flows.tableau import (
     RUN_DATE_TABLE,
@@ -40,6 +42,7 @@ from flows.tableau import (
 pytestmark = [pytest.mark.hyper, pytest.mark.prefect]
 
 D1, D2, D3 = dt.date(2026, 11, 1), dt.date(2026, 11, 2), dt.date(2026, 11, 3)
+D4, D5 = dt.date(2026, 11, 4), dt.date(2026, 11, 5)
 _SCHEMA = pa.schema(
     [
         ("date", pa.date32()),
@@ -58,13 +61,23 @@ def _slots(prefect_server: None) -> None:
 
 @pytest.fixture
 def make_extract(tmp_path: Path):
-    """Build a real extract of `rows` rows for a day (optionally another schema) from Parquet."""
+    """Build a real extract from Parquet: `rows` rows of a day, or {day: rows} of several days
+    (optionally another schema)."""
     counter = iter(range(1000))
 
-    def make(day: dt.date, rows: int, *, clicks: int = 1, extra: bool = False) -> HyperExtract:
+    def make(
+        day: dt.date | Mapping[dt.date, int],
+        rows: int = 0,
+        *,
+        clicks: int = 1,
+        extra: bool = False,
+    ) -> HyperExtract:
         n = next(counter)
+        per_day = day if isinstance(day, Mapping) else {day: rows}
+        dates = [d for d, count in per_day.items() for _ in range(count)]
+        rows = len(dates)
         columns = {
-            "date": [day] * rows,
+            "date": dates,
             "campaign": [f"キャンペーン{i}" if i % 3 else None for i in range(rows)],
             "clicks": [clicks] * rows,
             "cost": [Decimal("1.250000000")] * rows,
@@ -97,6 +110,13 @@ def _config(**kw) -> TableauConfig:
 
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _clicks_by_date(fake) -> dict[dt.date, set[int]]:
+    found: dict[dt.date, set[int]] = {}
+    for day, clicks in fake.rows("ads", '"date", clicks'):
+        found.setdefault(dt.date(day.year, day.month, day.day), set()).add(int(clicks))
+    return found
 
 
 def test_first_publish_creates_the_datasource(tableau_fake, tableau_block, make_extract):
@@ -551,3 +571,136 @@ def test_an_endpoint_tsc_refuses_is_explained(
         publish(tableau_block, make_extract(D2, 1), [D2], _config(), date_column="date")
     assert not info.value.retryable
     assert tableau_fake.rows_by_date("ads") == {D1: 3} and tableau_fake.active_sessions == 0
+
+
+# -- a window of dates in one batch (issue 11) -----------------------------------------------
+
+
+def test_a_window_replaces_exactly_its_dates_in_one_batch(
+    tableau_fake, tableau_block, make_extract
+):
+    seed = {D1: 2, D2: 2, D3: 2, D4: 2, D5: 2}
+    first = publish(tableau_block, make_extract(seed), list(seed), _config(), date_column="date")
+    assert first.created and first.days == (D1, D2, D3, D4, D5)
+    assert tableau_fake.rows_by_date("ads") == seed
+
+    restated = make_extract({D2: 1, D3: 5, D4: 3}, clicks=9)
+    result = publish(tableau_block, restated, [D4, D2, D3], _config(), date_column="date")
+
+    assert not result.created and result.days == (D2, D3, D4) and result.rows_sent == 9
+    assert tableau_fake.rows_by_date("ads") == {D1: 2, D2: 1, D3: 5, D4: 3, D5: 2}
+    assert _clicks_by_date(tableau_fake) == {D1: {1}, D2: {9}, D3: {9}, D4: {9}, D5: {1}}
+    assert tableau_fake.update_batches == [replace_date_actions("date")]  # one batch
+
+
+def test_the_payload_holds_one_row_per_date(make_extract, tmp_path):
+    extract = make_extract({D1: 1, D3: 2})
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+
+    payload, stray = write_date_payload(
+        extract, [D3, D1, D2, D1], "date", tmp_path / "a", date_table=RUN_DATE_TABLE
+    )
+    _, stray_outside = write_date_payload(
+        extract, [D1], "date", tmp_path / "b", date_table=RUN_DATE_TABLE
+    )
+
+    with (
+        HyperProcess(Telemetry.DO_NOT_SEND_USAGE_DATA_TO_TABLEAU) as hyper,
+        Connection(hyper.endpoint, payload) as conn,
+    ):
+        table = TableName("Extract", RUN_DATE_TABLE)
+        dates = [str(d) for (d,) in conn.execute_list_query(f"SELECT * FROM {table} ORDER BY 1")]
+        columns = [c.name.unescaped for c in conn.catalog.get_table_definition(table).columns]
+    assert dates == ["2026-11-01", "2026-11-02", "2026-11-03"] and columns == ["date"]
+    assert stray == 0 and stray_outside == 2
+
+
+def test_a_date_without_rows_in_the_extract_is_deleted(tableau_fake, tableau_block, make_extract):
+    seed = {D1: 2, D2: 3, D3: 1}
+    publish(tableau_block, make_extract(seed), list(seed), _config(), date_column="date")
+
+    publish(tableau_block, make_extract({D3: 4}), [D2, D3], _config(), date_column="date")
+    assert tableau_fake.rows_by_date("ads") == {D1: 2, D3: 4}  # D2 restated to nothing
+
+    result = publish(tableau_block, make_extract({}), [D1, D3], _config(), date_column="date")
+    assert result.rows_sent == 0 and result.days == (D1, D3)
+    assert tableau_fake.rows_by_date("ads") == {}
+    assert tableau_fake.update_batches[-1] == replace_date_actions("date")[:1]  # the delete alone
+
+
+def test_rows_outside_the_window_are_refused_before_anything_is_sent(
+    tableau_fake, tableau_block, make_extract
+):
+    stray = make_extract({D1: 1, D2: 2, D4: 1})
+    with pytest.raises(
+        PublishError,
+        match=r"1 of the extract's 4 rows have date other than 2026-11-01\.\.2026-11-02, "
+        r"2026-11-05; .*nothing was sent",
+    ) as info:
+        publish(tableau_block, stray, [D5, D1, D2], _config(), date_column="date")
+    assert not info.value.retryable
+    # Checked before signing in, so even the first publish cannot plant the stray rows.
+    assert tableau_fake.signins == 0 and tableau_fake.datasources == {}
+
+    seed = {D1: 1, D2: 1, D3: 1}
+    publish(tableau_block, make_extract(seed), list(seed), _config(), date_column="date")
+    before, signins = _digest(tableau_fake.stored_file("ads")), tableau_fake.signins
+    with pytest.raises(PublishError, match=r"other than 2026-11-01\.\.2026-11-03;"):
+        publish(tableau_block, stray, [D1, D2, D3], _config(), date_column="date")
+    assert _digest(tableau_fake.stored_file("ads")) == before
+    assert tableau_fake.update_batches == [] and tableau_fake.signins == signins
+
+
+@pytest.mark.parametrize(
+    ("cancelled", "message", "retryable"),
+    [
+        # Tableau reports a batch that broke off as a failed job: TSC raises
+        # JobFailedException, which a rerun of the same batch cannot be expected to fix.
+        (
+            False,
+            r"failed: Backgrounder lost its node\. The batch is atomic, so the datasource "
+            r"is unchanged",
+            False,
+        ),
+        # An administrator cancelled it: JobCancelledException, worth a retry.
+        (True, r"was cancelled; nothing was changed\. Rerun\.", True),
+    ],
+    ids=["failed", "cancelled"],
+)
+def test_a_fault_between_the_delete_and_the_insert_leaves_the_datasource_as_it_was(
+    tableau_fake, tableau_block, make_extract, cancelled, message, retryable
+):
+    seed = {D1: 2, D2: 2, D3: 2}
+    publish(tableau_block, make_extract(seed), list(seed), _config(), date_column="date")
+    before = _digest(tableau_fake.stored_file("ads"))
+    tableau_fake.fail_mid_batch(notes="Backgrounder lost its node", cancelled=cancelled)
+    restated = make_extract({D2: 5, D3: 1}, clicks=9)
+
+    with pytest.raises(PublishError, match=message) as info:
+        publish(tableau_block, restated, [D2, D3], _config(), date_column="date")
+
+    assert info.value.retryable is retryable and is_retryable(info.value) is retryable
+    assert tableau_fake.discarded == [4]  # the delete of D2's and D3's rows ran, then was undone
+    assert _digest(tableau_fake.stored_file("ads")) == before
+    assert tableau_fake.rows_by_date("ads") == seed and tableau_fake.active_sessions == 0
+
+    publish(tableau_block, restated, [D2, D3], _config(), date_column="date")  # the next run
+    assert tableau_fake.rows_by_date("ads") == {D1: 2, D2: 5, D3: 1}
+    assert _clicks_by_date(tableau_fake) == {D1: {1}, D2: {9}, D3: {9}}
+
+
+@pytest.mark.parametrize("mode", ["append", "overwrite", "upsert"])
+def test_other_modes_refuse_a_window(tableau_fake, tableau_block, make_extract, mode):
+    config = _config(mode=mode, upsert_keys=("date",) if mode == "upsert" else ())
+    extract = make_extract({D1: 1, D2: 1})
+
+    with pytest.raises(
+        ConfigError,
+        match=rf"tableau\.mode={mode} publishes one date at a time, but the window holds 2 "
+        r"\(2026-11-01\.\.2026-11-02\); a window of dates needs tableau\.mode=replace_date",
+    ):
+        publish(tableau_block, extract, [D1, D2], config, date_column="date")
+    with pytest.raises(ConfigError, match="at least one date"):
+        publish(tableau_block, extract, [], _config(), date_column="date")
+    assert tableau_fake.signins == 0 and tableau_fake.datasources == {}
