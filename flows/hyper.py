@@ -332,17 +332,29 @@ def _build(
 
 
 def write_date_payload(
-    extract: HyperExtract, run_date: date, date_column: str, out_dir: Path, *, date_table: str
+    extract: HyperExtract,
+    days: Sequence[date],
+    date_column: str,
+    out_dir: Path,
+    *,
+    date_table: str,
 ) -> tuple[Path, int]:
-    """Copy the extract to `out_dir` and add a one-row table `date_table` holding `run_date`.
+    """Copy the extract to `out_dir` and add a table `date_table` holding one row per date.
 
     Tableau's delete action matches target rows against a payload table that may hold only the
-    columns its condition uses, so the day's rows cannot serve; and an empty day must still
-    delete that date.
+    columns its condition uses, so the extract's rows cannot serve; and a date without rows
+    (restated to nothing, or an empty day) must still be deleted.
+
+    Args:
+        extract: The extract whose rows the batch inserts.
+        days: The dates the batch replaces (duplicates are stored once).
+        date_column: The extract's DATE column; also the date table's one column.
+        out_dir: Where the payload is written (`payload.hyper`).
+        date_table: The date table's name in schema "Extract".
 
     Returns:
-        The payload's path, and how many of the extract's rows have another `date_column` value
-        (a correct export has none).
+        The payload's path, and how many of the extract's rows have a `date_column` value
+        outside `days`, NULL included (a correct export has none).
 
     Raises:
         BuildError: Hyper could not write the payload.
@@ -350,7 +362,10 @@ def write_date_payload(
     path = out_dir / "payload.hyper"
     shutil.copyfile(extract.path, path)
     col = escape_name(date_column)
-    day = f"DATE {escape_string_literal(run_date.isoformat())}"
+    values = ", ".join(
+        f"(DATE {escape_string_literal(day.isoformat())})" for day in sorted(set(days))
+    )
+    rows, dates = TableName(EXTRACT_SCHEMA, EXTRACT_TABLE), TableName(EXTRACT_SCHEMA, date_table)
     try:
         with (
             HyperProcess(
@@ -358,13 +373,14 @@ def write_date_payload(
             ) as hyper,
             Connection(hyper.endpoint, str(path), CreateMode.NONE) as conn,
         ):
-            stray = conn.execute_scalar_query(
-                f"SELECT COUNT(*) FROM {TableName(EXTRACT_SCHEMA, EXTRACT_TABLE)} "
-                f"WHERE {col} IS DISTINCT FROM {day}"
-            )
-            dates = TableName(EXTRACT_SCHEMA, date_table)
             conn.execute_command(f"CREATE TABLE {dates} ({col} DATE NOT NULL)")
-            conn.execute_command(f"INSERT INTO {dates} VALUES ({day})")
+            if values:
+                conn.execute_command(f"INSERT INTO {dates} VALUES {values}")
+            # NOT EXISTS also counts NULL dates: NULL = d is never true.
+            stray = conn.execute_scalar_query(
+                f"SELECT COUNT(*) FROM {rows} AS r WHERE NOT EXISTS "
+                f"(SELECT 1 FROM {dates} AS d WHERE d.{col} = r.{col})"
+            )
     except HyperException as exc:
         raise BuildError(f"Cannot write the update payload {path}: {_hyper_message(exc)}") from exc
     return path, int(stray or 0)

@@ -7,11 +7,13 @@ slot (`flows.publish_slot`) while signed in; connected-app sign-ins need none.
 
 Modes (`TableauConfig.mode`):
 - replace_date: the first publish creates the datasource from the .hyper; every later run sends
-  ONE `update_hyper_data` batch ("delete the rows of run_date, insert the day's rows"), which
-  Tableau applies atomically, so a rerun or backfill of any date leaves that date's rows once.
+  ONE `update_hyper_data` batch ("delete the rows of these dates, insert the extract's rows")
+  for a window of one or more dates, which Tableau applies atomically, so a rerun or backfill
+  of any date leaves that date's rows once and a window is never half replaced.
 - append: publish mode Append (reruns duplicate the day: the classic behaviour).
 - overwrite: publish mode Overwrite, the whole datasource becomes this extract.
 - upsert: an `upsert` action matching on `upsert_keys`.
+The last three take exactly one date: only replace_date knows which rows a window replaces.
 
 Before changing an existing datasource (all modes but overwrite) the published columns are read
 from the datasource downloaded WITHOUT its extract (the .tds metadata records; works on Server and
@@ -59,7 +61,8 @@ SLOT_WAIT_SECONDS: Final[float] = 3 * 3600
 AS_JOB_MIN_BYTES: Final[int] = 64 * 1024 * 1024
 """Publish files this big as an asynchronous job; TSC also uploads them in chunks from 64 MB."""
 RUN_DATE_TABLE: Final[str] = "pipeline_run_date"
-"""Payload table holding only the run date: a delete's source may hold only condition columns."""
+"""Payload table of the dates to replace, one row each: a delete's source may hold only
+condition columns."""
 CREATE_NEW_EXISTS: Final[str] = "403007"
 """Tableau's error code when a CreateNew publish finds a datasource of that name."""
 _FILTER_UNSAFE: Final[str] = ",&:[]"  # the REST filter grammar cannot escape these
@@ -83,7 +86,7 @@ _LOCAL_TYPES: Final[dict[str, str]] = {
 
 @dataclass(frozen=True)
 class PublishResult:
-    """What Tableau did with the day."""
+    """What Tableau did with the dates."""
 
     mode: str
     project_path: str
@@ -92,6 +95,7 @@ class PublishResult:
     created: bool  # True when this publish created the datasource
     job_id: str | None  # the async job, when there was one
     rows_sent: int
+    days: tuple[date, ...]  # the dates published (replace_date: deleted, then inserted), sorted
     url: str | None  # the datasource's page, for the run report
     slot_wait_seconds: float | None = None  # waited for the token's publish slot; None: no slot
 
@@ -320,7 +324,7 @@ def _target(action: str, source_table: str) -> dict[str, str]:
 
 
 def replace_date_actions(date_column: str) -> list[dict[str, object]]:
-    """Delete the run date's rows (matched via the payload's date table), insert the day."""
+    """Delete the rows of the payload date table's dates, insert the extract's rows."""
     delete = _target("delete", RUN_DATE_TABLE)
     delete["condition"] = {"op": "eq", "target-col": date_column, "source-col": date_column}
     return [delete, _target("insert", EXTRACT_TABLE)]
@@ -418,78 +422,116 @@ def check_target(
     return check
 
 
+def _describe_days(days: Sequence[date]) -> str:
+    """Dates for messages, consecutive runs shortened: "2026-11-01..2026-11-03, 2026-11-07"."""
+    runs: list[list[date]] = []
+    for day in sorted(set(days)):
+        if runs and (day - runs[-1][-1]).days == 1:
+            runs[-1].append(day)
+        else:
+            runs.append([day])
+    return ", ".join(str(run[0]) if len(run) == 1 else f"{run[0]}..{run[-1]}" for run in runs)
+
+
+def _window(days: Sequence[date], config: TableauConfig) -> tuple[date, ...]:
+    window = tuple(sorted(set(days)))
+    if not window:
+        raise ConfigError("publish needs at least one date; none was given.")
+    if len(window) > 1 and config.mode != "replace_date":
+        raise ConfigError(
+            f"tableau.mode={config.mode} publishes one date at a time, but the window holds "
+            f"{len(window)} ({_describe_days(window)}); a window of dates needs "
+            "tableau.mode=replace_date (or run the dates one by one)."
+        )
+    return window
+
+
+def _date_payload(
+    extract: HyperExtract, days: tuple[date, ...], date_column: str, work: Path
+) -> Path:
+    """The replace_date payload, refusing an extract with rows outside `days`."""
+    payload, stray = write_date_payload(extract, days, date_column, work, date_table=RUN_DATE_TABLE)
+    if stray:
+        raise PublishError(
+            f"{stray} of the extract's {extract.rows} rows have {date_column} other than "
+            f"{_describe_days(days)}; replace_date would keep them on reruns, so nothing was "
+            "sent. Check bigquery.date_column and the view's filter.",
+            retryable=False,
+        )
+    return payload
+
+
 def publish(
     block: TableauServer,
     extract: HyperExtract,
-    run_date: date,
+    days: Sequence[date],
     config: TableauConfig,
     *,
     date_column: str,
     as_job_min_bytes: int = AS_JOB_MIN_BYTES,
 ) -> PublishResult:
-    """Publish the extract according to `config.mode` (default: replace run_date's rows).
+    """Publish the extract according to `config.mode` (default: replace the rows of `days`).
+
+    In replace_date mode ONE batch deletes the rows of every date in `days` (a date without
+    rows in the extract is deleted: restated to nothing) and inserts the extract's rows; an
+    extract without rows sends the delete alone. Tableau applies the batch all or nothing.
 
     Args:
         block: The Tableau block to sign in with (signed out again in every case), under
             its token's publish slot.
-        extract: The day's .hyper file ("Extract"."Extract").
-        run_date: The day the extract holds.
+        extract: The .hyper file ("Extract"."Extract") holding the rows of `days`.
+        days: The dates the extract holds, in any order; exactly one unless the mode is
+            replace_date.
         config: Project path, datasource name, mode, job timeout.
-        date_column: The extract's DATE column that holds run_date.
+        date_column: The extract's DATE column that holds the dates.
         as_job_min_bytes: Publish files at least this big as an asynchronous job.
 
     Returns:
-        What was done: datasource id, whether it was created, the job id, rows sent, and
-        how long it waited for the publish slot (None for a connected app: no slot).
+        What was done: datasource id, whether it was created, the job id, rows sent, the
+        dates (sorted), and how long it waited for the publish slot (None for a connected
+        app: no slot).
 
     Raises:
-        ConfigError: The extract lacks the date column or the upsert keys.
+        ConfigError: No date, several dates outside replace_date mode, or an extract lacking
+            the date column or the upsert keys.
         SchemaDriftError: The extract's columns differ from the datasource's; nothing changed.
-        PublishError: Tableau refused or failed; `retryable` tells whether a rerun can help.
+        PublishError: Rows outside `days` (replace_date; refused before signing in), or
+            Tableau refused or failed; `retryable` tells whether a rerun can help.
     """
+    window = _window(days, config)
     _check_columns(extract.columns, config, date_column, "extract")
     if config.mode == "append":
         logger.warning(
             "tableau.mode=append adds the day's rows again on every rerun or backfill of %s; "
             "use replace_date to keep one copy per date",
-            run_date,
+            window[0],
         )
-    with _token_slot(block) as slot_wait_seconds, block.sign_in() as session:
-        project = _resolve_project(session, config, block)
-        ds = _find_datasource(session, project, config.datasource, block)
-        job_id, created = None, ds is None
-        publish_kw = {"config": config, "block": block, "as_job_min_bytes": as_job_min_bytes}
-        if ds is None:
-            ds, job_id = _publish_file(
-                session, project, config.datasource, extract.path, "CreateNew", **publish_kw
+    with tempfile.TemporaryDirectory(dir=extract.path.parent, prefix=".payload-") as work:
+        # Built before signing in: a refused extract never takes the token's slot, and the
+        # first publish is checked too, though it sends the extract itself.
+        payload = None
+        if config.mode == "replace_date":
+            payload = _date_payload(extract, window, date_column, Path(work))
+        with _token_slot(block) as slot_wait_seconds, block.sign_in() as session:
+            ds, created, job_id = _publish_signed_in(
+                session, extract, window, payload, config, block, date_column, as_job_min_bytes
             )
-        elif config.mode == "overwrite":  # no drift check: overwrite is the way out of drift
-            ds, job_id = _publish_file(
-                session, project, config.datasource, extract.path, "Overwrite", **publish_kw
+            result = PublishResult(
+                mode=config.mode,
+                project_path=config.project,
+                datasource_name=config.datasource,
+                datasource_id=ds.id,
+                created=created,
+                job_id=job_id,
+                rows_sent=extract.rows,
+                days=window,
+                url=ds.webpage_url,
+                slot_wait_seconds=slot_wait_seconds,
             )
-        else:
-            _check_drift(session, ds, extract.columns, block)
-            if config.mode == "append":
-                ds, job_id = _publish_file(
-                    session, project, config.datasource, extract.path, "Append", **publish_kw
-                )
-            else:
-                job_id = _update(session, ds, extract, run_date, config, block, date_column)
-        result = PublishResult(
-            mode=config.mode,
-            project_path=config.project,
-            datasource_name=config.datasource,
-            datasource_id=ds.id,
-            created=created,
-            job_id=job_id,
-            rows_sent=extract.rows,
-            url=ds.webpage_url,
-            slot_wait_seconds=slot_wait_seconds,
-        )
     logger.info(
         "Published %d rows of %s to %s/%s (%s%s, job %s)",
         extract.rows,
-        run_date,
+        _describe_days(window),
         config.project,
         config.datasource,
         config.mode,
@@ -497,6 +539,39 @@ def publish(
         job_id,
     )
     return result
+
+
+def _publish_signed_in(
+    session: tsc.Server,
+    extract: HyperExtract,
+    days: tuple[date, ...],
+    payload: Path | None,
+    config: TableauConfig,
+    block: TableauServer,
+    date_column: str,
+    as_job_min_bytes: int,
+) -> tuple[tsc.DatasourceItem, bool, str | None]:
+    """Create, overwrite, append or update; return the datasource, created, the job id."""
+    project = _resolve_project(session, config, block)
+    ds = _find_datasource(session, project, config.datasource, block)
+    publish_kw = {"config": config, "block": block, "as_job_min_bytes": as_job_min_bytes}
+    if ds is None:
+        ds, job_id = _publish_file(
+            session, project, config.datasource, extract.path, "CreateNew", **publish_kw
+        )
+        return ds, True, job_id
+    if config.mode == "overwrite":  # no drift check: overwrite is the way out of drift
+        ds, job_id = _publish_file(
+            session, project, config.datasource, extract.path, "Overwrite", **publish_kw
+        )
+        return ds, False, job_id
+    _check_drift(session, ds, extract.columns, block)
+    if config.mode == "append":
+        ds, job_id = _publish_file(
+            session, project, config.datasource, extract.path, "Append", **publish_kw
+        )
+        return ds, False, job_id
+    return ds, False, _update(session, ds, extract, days, payload, config, block, date_column)
 
 
 def _check_update_api(session: tsc.Server, config: TableauConfig, block: TableauServer) -> None:
@@ -514,37 +589,26 @@ def _update(
     session: tsc.Server,
     ds: tsc.DatasourceItem,
     extract: HyperExtract,
-    run_date: date,
+    days: tuple[date, ...],
+    payload: Path | None,
     config: TableauConfig,
     block: TableauServer,
     date_column: str,
 ) -> str:
     _check_update_api(session, config, block)
-    with tempfile.TemporaryDirectory(dir=extract.path.parent, prefix=".payload-") as work:
-        if config.mode == "replace_date":
-            payload, stray = write_date_payload(
-                extract, run_date, date_column, Path(work), date_table=RUN_DATE_TABLE
-            )
-            if stray:
-                raise PublishError(
-                    f"{stray} of the extract's {extract.rows} rows have {date_column} other "
-                    f"than {run_date}; replace_date would keep them on reruns. Check "
-                    "bigquery.date_column and the view's filter.",
-                    retryable=False,
-                )
-            actions = replace_date_actions(date_column)
-            if extract.rows == 0:  # an empty day (gcs.empty_day=allow): only remove the date
-                actions = actions[:1]
-        else:
-            payload, actions = extract.path, upsert_actions(config.upsert_keys)
-        # A fresh request id per attempt: Tableau runs a request id only once, so reusing it
-        # on a retried attempt would silently skip the retry.
-        request_id = str(uuid.uuid4())
-        with translate_tableau_errors(
-            f"send the {config.mode} batch to datasource {ds.name!r}", block
-        ):
-            job = session.datasources.update_hyper_data(
-                ds, request_id=request_id, actions=actions, payload=str(payload)
-            )
-    _wait(session, job.id, f"{config.mode} {run_date}", config, block)
+    if config.mode == "replace_date":
+        assert payload is not None  # built by publish before signing in
+        actions = replace_date_actions(date_column)
+        if extract.rows == 0:  # nothing to insert (an empty day): only remove the dates
+            actions = actions[:1]
+    else:
+        payload, actions = extract.path, upsert_actions(config.upsert_keys)
+    # A fresh request id per attempt: Tableau runs a request id only once, so reusing it
+    # on a retried attempt would silently skip the retry.
+    request_id = str(uuid.uuid4())
+    with translate_tableau_errors(f"send the {config.mode} batch to datasource {ds.name!r}", block):
+        job = session.datasources.update_hyper_data(
+            ds, request_id=request_id, actions=actions, payload=str(payload)
+        )
+    _wait(session, job.id, f"{config.mode} {_describe_days(days)}", config, block)
     return job.id

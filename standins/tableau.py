@@ -9,7 +9,9 @@ fileUploads, CreateNew/Overwrite/Append, asJob, download as .tdsx with or withou
 
 It stores real .hyper files and applies changes with the Hyper API (`HyperStore`), so tests
 assert real rows. Failure injection: `fail_signin`, `fail` (status N times on a route),
-`fail_jobs`, `hold_jobs` (a slow job that waits on an Event). `reset()` clears everything.
+`fail_jobs` (the next update job fails before it starts), `fail_mid_batch` (the next update
+batch fails part-way, e.g. between its delete and its insert, and is rolled back),
+`hold_jobs` (a slow job that waits on an Event). `reset()` clears everything.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from xml.sax.saxutils import escape, quoteattr
 import jwt
 
 from standins.loopback import LoopbackServer, Request, Response
-from standins.tableau_hyper import ActionError, HyperStore
+from standins.tableau_hyper import ActionError, BatchFault, HyperStore
 
 NS = "http://tableau.com/api"
 _HEAD = (
@@ -96,12 +98,19 @@ class _Datasource:
     updated_at: str
 
 
+@dataclass(frozen=True)
+class _BatchFault:
+    after_actions: int
+    notes: str
+    finish_code: int  # 1 failed, 2 cancelled (TSC's JobItem.FinishCode)
+
+
 @dataclass
 class _Job:
     id: str
     type: str
     ds: _Datasource | None
-    finish_code: int | None = None  # None while running; 0 success, 1 failed
+    finish_code: int | None = None  # None while running; 0 success, 1 failed, 2 cancelled
     notes: str = ""
     created_at: str = field(default_factory=_now)
     completed_at: str | None = None
@@ -147,6 +156,8 @@ class FakeTableauServer(LoopbackServer):
         self._signin_failures: list[tuple[int, str]] = []
         self._route_failures: list[list[Any]] = []  # [method, regex, status, code, times]
         self._job_failures: list[str] = []
+        self._batch_faults: list[_BatchFault] = []
+        self.discarded: list[int] = []  # rows each faulted batch had changed before rollback
         self._job_gate: threading.Event | None = None
         self._job_threads: list[threading.Thread] = []
         self.add_project("default")
@@ -185,8 +196,26 @@ class FakeTableauServer(LoopbackServer):
         )
 
     def fail_jobs(self, notes: str = "Hyper update failed: injected by the test") -> None:
-        """The next update/publish job fails with these notes and changes nothing."""
+        """The next update job fails with these notes before running any action."""
         self._job_failures.append(notes)
+
+    def fail_mid_batch(
+        self,
+        after_actions: int = 1,
+        *,
+        notes: str = "Hyper update failed part-way: injected by the test",
+        cancelled: bool = False,
+    ) -> None:
+        """The next update batch fails after its first `after_actions` actions (one shot).
+
+        Those actions really run (the default, 1, is the delete of a replace_date batch),
+        on the batch's working copy; then the job ends as Tableau reports a job that broke
+        off: finish code 1 (failed) with `notes`, or 2 (cancelled, e.g. by an administrator)
+        when `cancelled`. The copy is discarded, so the datasource stays exactly as it was;
+        `discarded` gets the rows the applied actions had changed, to show that they ran.
+        A batch of fewer actions fails after its last one, still before the commit.
+        """
+        self._batch_faults.append(_BatchFault(after_actions, notes, 2 if cancelled else 1))
 
     def hold_jobs(self) -> threading.Event:
         """Jobs stay in progress until the returned Event is set (or `release_jobs`)."""
@@ -503,15 +532,16 @@ class FakeTableauServer(LoopbackServer):
         self.jobs[job.id] = job
         self.request_ids[request_id] = job.id
         fail = self._job_failures.pop(0) if self._job_failures else None
+        fault = self._batch_faults.pop(0) if self._batch_faults else None
+        args = (job, actions, payload, fail, fault)
         if self._job_gate is not None:
-            gate = self._job_gate
             thread = threading.Thread(
-                target=self._run_job, args=(job, actions, payload, fail, gate), daemon=True
+                target=self._run_job, args=(*args, self._job_gate), daemon=True
             )
             self._job_threads.append(thread)
             thread.start()
         else:
-            self._run_job(job, actions, payload, fail, None)
+            self._run_job(*args, None)
         return _xml(self._job_xml(job), 202)
 
     def _run_job(
@@ -520,6 +550,7 @@ class FakeTableauServer(LoopbackServer):
         actions: list[dict[str, Any]],
         payload: bytes | None,
         fail: str | None,
+        fault: _BatchFault | None,
         gate: threading.Event | None,
     ) -> None:
         if gate is not None:
@@ -533,10 +564,15 @@ class FakeTableauServer(LoopbackServer):
             if fail is not None:
                 job.finish_code, job.notes = 1, fail
             else:
+                after = fault.after_actions if fault is not None else None
                 try:
-                    self.store.apply(job.ds.id, actions, payload_path)
+                    self.store.apply(job.ds.id, actions, payload_path, fail_after=after)
                     job.finish_code = 0
                     job.ds.updated_at = _now()
+                except BatchFault as exc:
+                    assert fault is not None
+                    self.discarded.append(exc.changed)
+                    job.finish_code, job.notes = fault.finish_code, fault.notes
                 except ActionError as exc:
                     job.finish_code, job.notes = 1, str(exc)
             job.completed_at = _now()

@@ -4,8 +4,10 @@
 replace it, append to it, and apply an `update_hyper_data` action batch (insert, delete, upsert,
 replace; conditions eq/neq/gt/gte/lt/lte/and/or/not against a source column or a constant) as
 one all-or-nothing change: the batch runs on a copy that replaces the stored file only when
-every action succeeded. It also renders the .tds Tableau serves when a datasource is downloaded
-without its extract. Action shapes: https://help.tableau.com/current/api/rest_api/en-us/REST/rest_api_how_to_update_data_to_hyper.htm
+every action succeeded (a delete's source table may hold many rows: every target row matching
+any of them goes). A test can stop a batch part-way (`fail_after`) to check that a failure
+between its actions leaves the stored file as it was. It also renders the .tds Tableau serves
+when a datasource is downloaded without its extract. Action shapes: https://help.tableau.com/current/api/rest_api/en-us/REST/rest_api_how_to_update_data_to_hyper.htm
 """
 
 from __future__ import annotations
@@ -65,6 +67,15 @@ _REMOTE_TYPES = {
 
 class ActionError(Exception):
     """An action batch that Tableau would fail; the message becomes the job's notes."""
+
+
+class BatchFault(ActionError):
+    """The fault a test injected part-way through a batch; its working copy was discarded."""
+
+    def __init__(self, applied: int, changed: int) -> None:
+        super().__init__(f"Injected fault after {applied} action(s) of the batch")
+        self.applied = applied
+        self.changed = changed  # rows the applied actions had changed in the discarded copy
 
 
 def _literal(const: dict[str, Any]) -> str:
@@ -175,8 +186,30 @@ class HyperStore:
                     "target-schema": "Extract", "target-table": "Extract"}]  # fmt: skip
         self.apply(ds_id, actions, file)
 
-    def apply(self, ds_id: str, actions: list[dict[str, Any]], payload: Path | None) -> int:
-        """Apply an action batch all-or-nothing; return the number of rows changed."""
+    def apply(
+        self,
+        ds_id: str,
+        actions: list[dict[str, Any]],
+        payload: Path | None,
+        *,
+        fail_after: int | None = None,
+    ) -> int:
+        """Apply an action batch all-or-nothing; return the number of rows changed.
+
+        The actions run on a copy of the stored file, which replaces it (an atomic rename)
+        only after the last action succeeded; any error discards the copy.
+
+        Args:
+            ds_id: The datasource whose extract the batch changes.
+            actions: The batch's actions, applied in order.
+            payload: The uploaded .hyper the actions' source tables are read from.
+            fail_after: Test hook: apply only this many actions to the copy, then raise
+                `BatchFault` (after the last one if the batch has fewer).
+
+        Raises:
+            ActionError: An action Tableau would refuse, or Hyper failed; nothing changed.
+            BatchFault: The injected fault (`fail_after`); nothing changed.
+        """
         with self._lock, tempfile.TemporaryDirectory(dir=self.root) as work:
             target = Path(work) / "target.hyper"
             shutil.copyfile(self.path(ds_id), target)
@@ -185,12 +218,15 @@ class HyperStore:
                 with self._connect(target) as conn:
                     if payload is not None:
                         conn.catalog.attach_database(str(payload), alias="payload")
-                    for action in actions:
+                    for action in actions[:fail_after]:
                         changed += self._apply_one(conn, action, payload is not None)
+                    if fail_after is not None:
+                        raise BatchFault(min(fail_after, len(actions)), changed)
                     if payload is not None:
                         conn.catalog.detach_database("payload")
             except HyperException as exc:
                 raise ActionError(f"Hyper refused the action batch: {exc.main_message}") from exc
+            # Only here, after every action, does the stored file change.
             os.replace(target, self.path(ds_id))
             return changed
 
