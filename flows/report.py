@@ -24,7 +24,7 @@ from flows.bigquery import DryRun, ExportManifest
 from flows.gcs import DownloadedExport
 from flows.hyper import HyperExtract
 from flows.tableau import PublishResult, TargetCheck
-from flows.window import DayChange, WindowPlan
+from flows.window import DayChange, PublishedState, WindowPlan
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +97,12 @@ def describe(result: object, seconds: float) -> StageLine:
                 f"job `{result.job_id}`: {len(moved)} of {len(result.changes)} date(s) to "
                 f"republish{' (forced)' if result.forced else ''}"
                 + ("" if result.state.days else "; no record of earlier publishes"),
+            )  # fmt: skip
+        case PublishedState():
+            return StageLine(
+                "record", seconds, None, "",
+                f"fingerprints of the republished dates written; {len(result.days)} date(s) "
+                "on record",
             )  # fmt: skip
         case ExportManifest():
             return StageLine(
