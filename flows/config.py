@@ -211,7 +211,8 @@ class TableauConfig(_Model):
     datasource: str = Field(description="Datasource name inside the project.")
     mode: Literal["replace_date", "append", "overwrite", "upsert"] = Field(
         "replace_date",
-        description="replace_date: replace the run date's rows (safe to rerun). append: add rows "
+        description="replace_date: replace the run date's rows, or a window's restated dates' "
+        "(safe to rerun). append: add rows "
         "(reruns duplicate). overwrite: replace everything with this extract. upsert: update or "
         "insert on `upsert_keys`.",
     )
