@@ -87,7 +87,7 @@ def daily_refresh(
                 if not plan.republished:
                     return _summary(day, report, datasource_id=target.datasource_id)
             days = plan.republished if plan else [day]
-            export = step.export(credentials, config, days, dry_run)
+            export = step.export(credentials, config, days, dry_run if days == window else None)
             files = step.download(
                 credentials, export, work_dir, config, empty_days_judged=bool(plan)
             )

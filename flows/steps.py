@@ -132,9 +132,10 @@ def export_step(
     credentials: AwsWorkloadIdentityCredentials,
     config: PipelineConfig,
     days: list[date],
-    dry_run: DryRun,
+    dry_run: DryRun | None,
 ) -> ExportManifest:
-    """Export the rows of these dates of the view to a GCS prefix unique to this attempt."""
+    """Export the rows of these dates of the view to a GCS prefix unique to this attempt
+    (`dry_run`: the preflight's, when it covered exactly these dates; else made here)."""
     client = credentials.get_bigquery_client(
         project=credentials.project, location=config.bigquery.location
     )
