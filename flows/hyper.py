@@ -4,7 +4,9 @@ Hyper reads the Parquet files itself with `INSERT ... SELECT ... FROM external(A
 (https://tableau.github.io/hyper-db/docs/sql/external/syntax), so no row passes through Python
 and the process stays small. The files' schema and row count come from the download, which has
 read their footers; the table definition follows from the schema by the mapping of
-`hyper_columns`, documented in docs/hyper.md.
+`hyper_columns`, documented in docs/hyper.md. The files are loaded in batches of at most
+`LOAD_BATCH_BYTES`, one connection each, so hyperd's memory stays bounded for a long
+restatement window (docs/hyper.md, "Memory").
 
 The build checks the footers' rows against BigQuery's exported count, writes a temporary file
 next to `out_path`, verifies the loaded count, and only then moves it into place, so a failed
@@ -48,6 +50,10 @@ NUMERIC128_MIN_VERSION: Final[int] = 3
 """File format that first stores NUMERIC with precision 19-38 (BigQuery NUMERIC is 38,9)."""
 REAL_MIN_VERSION: Final[int] = 4
 """File format that first stores 32-bit REAL; older formats get DOUBLE PRECISION instead."""
+LOAD_BATCH_BYTES: Final[int] = 256 * 2**20
+"""Parquet bytes per INSERT. hyperd maps a statement's input files and keeps the rows it wrote
+dirty until the database's last connection closes; a connection per batch bounds both. Smaller
+batches cost CPU (128 MB: ~+20% at 16M rows), so a day below this is one statement, as before."""
 _NUMERIC64_MAX_PRECISION: Final[int] = 18
 _NUMERIC_MAX_PRECISION: Final[int] = 38
 
@@ -210,23 +216,49 @@ def _telemetry(config: HyperConfig) -> Telemetry:
     return Telemetry.DO_NOT_SEND_USAGE_DATA_TO_TABLEAU
 
 
+def _load_batches(files: Sequence[Path], budget: int) -> list[list[Path]]:
+    """Group the files, in order, into batches of at most `budget` bytes (a bigger file alone)."""
+    batches: list[list[Path]] = []
+    size = 0
+    for path in files:
+        file_size = path.stat().st_size
+        if batches and size + file_size <= budget:
+            batches[-1].append(path)
+            size += file_size
+        else:
+            batches.append([path])
+            size = file_size
+    return batches
+
+
 def _create_and_load(
-    connection: Connection, columns: Sequence[tuple[str, str]], files: Sequence[Path]
+    hyper: HyperProcess,
+    path: Path,
+    columns: Sequence[tuple[str, str]],
+    batches: Sequence[Sequence[Path]],
 ) -> int:
     table = TableName(EXTRACT_SCHEMA, EXTRACT_TABLE)
-    connection.catalog.create_schema(EXTRACT_SCHEMA)
     definition = ", ".join(f"{escape_name(name)} {sql_type}" for name, sql_type in columns)
-    connection.execute_command(f"CREATE TABLE {table} ({definition})")
     names = ", ".join(escape_name(name) for name, _ in columns)
-    if not files:  # an empty day: the table alone
-        return 0
-    # One external() over an ARRAY of absolute paths: local globs are not expanded by Hyper.
-    sources = ", ".join(escape_string_literal(str(path.resolve())) for path in files)
-    connection.execute_command(
-        f"INSERT INTO {table} ({names}) "
-        f"SELECT {names} FROM external(ARRAY[{sources}], FORMAT => 'parquet')"
-    )
-    return int(connection.execute_scalar_query(f"SELECT COUNT(*) FROM {table}"))
+    connection = Connection(hyper.endpoint, path, CreateMode.CREATE)
+    try:
+        connection.catalog.create_schema(EXTRACT_SCHEMA)
+        connection.execute_command(f"CREATE TABLE {table} ({definition})")
+        for number, batch in enumerate(batches):  # none on an empty day: the table alone
+            if number:
+                # Hyper writes the database's dirty pages to the file when its last connection
+                # closes (not at COMMIT): a new connection per batch bounds them to one batch.
+                connection.close()
+                connection = Connection(hyper.endpoint, path, CreateMode.NONE)
+            # One external() over an ARRAY of absolute paths: local globs are not expanded.
+            sources = ", ".join(escape_string_literal(str(file.resolve())) for file in batch)
+            connection.execute_command(
+                f"INSERT INTO {table} ({names}) "
+                f"SELECT {names} FROM external(ARRAY[{sources}], FORMAT => 'parquet')"
+            )
+        return int(connection.execute_scalar_query(f"SELECT COUNT(*) FROM {table}"))
+    finally:
+        connection.close()
 
 
 def build_hyper(
@@ -258,7 +290,8 @@ def build_hyper(
 
     Raises:
         BuildError: Files holding another row count than BigQuery exported, unsupported column
-            types, a loaded count that differs, or a Hyper failure. Nothing is left at out_path.
+            types, a file that cannot be read, a loaded count that differs, or a Hyper failure.
+            Nothing is left at out_path.
     """
     started = time.monotonic()
     files = [Path(f) for f in files]
@@ -315,14 +348,17 @@ def _build(
     log_dir: Path,
 ) -> int:
     try:
-        with (
-            HyperProcess(
-                telemetry=_telemetry(config),
-                parameters=_process_parameters(config, log_dir),
-            ) as hyper,
-            Connection(hyper.endpoint, tmp_path, CreateMode.CREATE) as connection,
-        ):
-            return _create_and_load(connection, columns, files)
+        batches = _load_batches(files, LOAD_BATCH_BYTES)
+    except OSError as exc:
+        raise BuildError(
+            f"Cannot read the downloaded Parquet file {exc.filename}: {exc.strerror}. "
+            "Rerun the date (a new download)."
+        ) from exc
+    try:
+        with HyperProcess(
+            telemetry=_telemetry(config), parameters=_process_parameters(config, log_dir)
+        ) as hyper:
+            return _create_and_load(hyper, tmp_path, columns, batches)
     except HyperException as exc:
         names = ", ".join(path.name for path in files[:5]) + (" ..." if len(files) > 5 else "")
         raise BuildError(

@@ -202,6 +202,12 @@ def hyperd_command_line(log_dir: Path) -> str:
     raise AssertionError("no startup-info entry in hyperd.log")
 
 
+def hyperd_log_entries(log_dir: Path, kind: str) -> list[dict]:
+    """The hyperd.log entries of one kind (`"k"`), e.g. "query-begin" or "database-close"."""
+    lines = (log_dir / "hyperd.log").read_text().splitlines()
+    return [entry for entry in map(json.loads, lines) if entry.get("k") == kind]
+
+
 def leftovers(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
 
@@ -328,6 +334,101 @@ def test_build_loads_every_bigquery_type_exactly(
     expected = [list(r) for r in ROWS_A + ROWS_B]
     assert read_rows(hyper_reader, out) == expected
     assert leftovers(out.parent) == ["day.hyper"]  # no temp file left next to it
+
+
+def test_load_batches_keep_the_file_order_and_the_byte_budget(tmp_path: Path) -> None:
+    sizes = {"a": 100, "b": 100, "c": 100, "d": 250, "e": 50, "f": 400}
+    files = []
+    for name, size in sizes.items():
+        (tmp_path / name).write_bytes(b"x" * size)
+        files.append(tmp_path / name)
+    batches = hyper_module._load_batches(files, 250)
+    # A file that would overflow the batch starts the next one; a bigger file goes alone.
+    assert [[path.name for path in batch] for batch in batches] == [
+        ["a", "b"],
+        ["c"],
+        ["d"],
+        ["e"],
+        ["f"],
+    ]
+    assert hyper_module._load_batches([], 250) == []
+
+
+def _varied_rows(count: int, start: int) -> list[tuple]:
+    """BigQuery-typed rows with distinct ids and values, from the templates, NULLs included."""
+    templates = ROWS_A + ROWS_B
+    rows = []
+    for i in range(start, start + count):
+        row = list(templates[i % len(templates)])
+        row[0] = i
+        if row[4] is not None:
+            row[4] = row[4] / 3 + i  # FLOAT64
+        if row[5] is not None and i % 6:  # NUMERIC(38,9); every 6th keeps the template's 38 digits
+            row[5] = Decimal(f"-{i}.{i:09d}")
+        if row[6] is not None:
+            row[6] = f"{row[6]} {i}"
+        rows.append(tuple(row))
+    return rows
+
+
+@pytest.mark.hyper
+def test_a_load_in_several_batches_equals_the_parquet_rows_and_values(
+    tmp_path: Path, hyper_reader: HyperProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    export = tmp_path / "export"
+    export.mkdir()
+    files = []
+    for number in range(5):  # 5 files of 4 row groups each, one of them empty
+        rows = _varied_rows(0 if number == 2 else 400, number * 400)
+        columns = list(zip(*rows, strict=True)) if rows else [[] for _ in BQ_SCHEMA]
+        table = pa.table(
+            [pa.array(c, type=f.type) for c, f in zip(columns, BQ_SCHEMA, strict=True)],
+            schema=BQ_SCHEMA,
+        )
+        path = export / f"{number:012d}.parquet"
+        pq.write_table(table, path, store_schema=False, row_group_size=100)
+        files.append(path)
+    assert pq.ParquetFile(files[0]).num_row_groups == 4
+    # A budget of two files per batch: three INSERTs, each on its own connection.
+    budget = 2 * max(path.stat().st_size for path in files)
+    monkeypatch.setattr(hyper_module, "LOAD_BATCH_BYTES", budget)
+    assert len(hyper_module._load_batches(files, budget)) == 3
+
+    out = tmp_path / "window.hyper"
+    extract = build_hyper(
+        files, out, HyperConfig(), **footers(files), exported_rows=1600, log_dir=tmp_path
+    )
+
+    assert (extract.rows, extract.columns) == (1600, BQ_COLUMNS)
+    inserts = [
+        entry
+        for entry in hyperd_log_entries(tmp_path, "query-begin")
+        if entry["v"]["query"].startswith("INSERT")
+    ]
+    assert len({entry["sess"] for entry in inserts}) == len(inserts) == 3
+    closes = hyperd_log_entries(tmp_path, "database-close")  # each batch written to the file
+    assert sum(e["v"]["path"]["path"].endswith(".building.hyper") for e in closes) >= 3
+    expected = [
+        [row[name] for name in BQ_SCHEMA.names]
+        for path in files
+        for row in pq.read_table(path).to_pylist()
+    ]
+    assert len(expected) == 1600
+    assert read_rows(hyper_reader, out) == sorted(expected, key=lambda row: row[0])
+
+
+def test_an_unreadable_parquet_file_is_a_clear_error(tmp_path: Path) -> None:
+    gone = {"schema": BQ_SCHEMA, "file_rows": 1}
+    with pytest.raises(BuildError, match=r"Cannot read the downloaded Parquet file .*gone"):
+        build_hyper(
+            [tmp_path / "gone.parquet"],
+            tmp_path / "x.hyper",
+            HyperConfig(),
+            **gone,
+            exported_rows=1,
+            log_dir=tmp_path,
+        )
+    assert leftovers(tmp_path) == []
 
 
 @pytest.mark.hyper
