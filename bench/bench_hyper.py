@@ -14,7 +14,13 @@ what the build itself costs); hyperd's is its VmHWM, read by the parent every 50
 the CPU time of the child and its hyperd (less sensitive than wall time to a busy machine).
 Library imports happen before the clock starts.
 
-Run: `.venv/bin/python bench/bench_hyper.py [--sizes 1000000 4000000] [--inserter-rows 200000]`.
+`--memory` instead compares hyperd's memory of build_hyper with its loading before issue 11
+(`baseline`: one INSERT over all files, i.e. build_hyper with `LOAD_BATCH_BYTES` lifted), in
+interleaved rounds: hyperd's peak RSS, its anonymous part (what the kernel cannot reclaim), the
+peak of dirty file pages it maps (the extract being written), CPU and wall time.
+
+Run: `.venv/bin/python bench/bench_hyper.py [--sizes 1000000 4000000] [--inserter-rows 200000]`
+or `.venv/bin/python bench/bench_hyper.py --memory [--sizes 1000000 4000000 8000000] [--rounds 3]`.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import contextlib
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -43,6 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 VARIANTS = ("build_hyper", "inserter", "pantab_table", "pantab_stream")
+MEMORY_VARIANTS = ("baseline", "build_hyper")
 CAMPAIGNS = [f"キャンペーン {i:03d} / spring sale" for i in range(300)]
 AD_GROUPS = [f"ad group {i}" for i in range(2000)]
 DEVICES = ["mobile", "desktop", "tablet", "ctv"]
@@ -130,11 +138,27 @@ def write_dataset(directory: Path, rows: int, files: int, seed: int = 7) -> list
 # --- variants (run in a child process) -------------------------------------------------
 
 
-def _vm_hwm(pid: int) -> int:
+def _status(pid: int) -> dict[str, int]:
+    """The byte counts of /proc/<pid>/status (VmHWM: peak RSS; RssAnon: anonymous RSS now)."""
+    fields = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    return 0
+        key, _, value = line.partition(":")
+        if value.strip().endswith(" kB"):
+            fields[key] = int(value.split()[0]) * 1024
+    return fields
+
+
+def _vm_hwm(pid: int) -> int:
+    return _status(pid).get("VmHWM", 0)
+
+
+def _dirty_file_bytes(pid: int) -> int:
+    """Dirty pages of the process's file mappings now (the dirty total less anonymous memory)."""
+    rollup = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        key, _, value = line.partition(":")
+        rollup[key] = int(value.split()[0]) * 1024
+    return rollup["Private_Dirty"] + rollup["Shared_Dirty"] - rollup["Anonymous"]
 
 
 def _batches(files: list[Path], limit: int | None) -> Iterator[pa.RecordBatch]:
@@ -161,6 +185,14 @@ def run_build_hyper(files: list[Path], out: Path, rows: int, work: Path) -> int:
     return build_hyper(
         files, out, config, schema=schema, file_rows=file_rows, exported_rows=rows, log_dir=work
     ).rows
+
+
+def run_baseline(files: list[Path], out: Path, rows: int, work: Path) -> int:
+    """build_hyper as before issue 11: one INSERT over all files, whatever their size."""
+    import flows.hyper
+
+    flows.hyper.LOAD_BATCH_BYTES = sys.maxsize  # type: ignore[misc]  # the bench's baseline only
+    return run_build_hyper(files, out, rows, work)
 
 
 def run_inserter(files: list[Path], out: Path, rows: int, work: Path) -> int:
@@ -248,6 +280,8 @@ def child(variant: str, files: list[Path], rows: int, work: Path) -> None:
         "python_cpu": _cpu_seconds(resource.RUSAGE_SELF) - cpu_before,
         "hyper_bytes": out.stat().st_size,
     }
+    if "flows.hyper" in sys.modules:  # the batch size it ran with (lifted for the baseline)
+        result["batch_bytes"] = sys.modules["flows.hyper"].LOAD_BATCH_BYTES
     out.unlink()
     print(json.dumps(result))
 
@@ -255,18 +289,28 @@ def child(variant: str, files: list[Path], rows: int, work: Path) -> None:
 # --- driver ----------------------------------------------------------------------------
 
 
-def _poll_hyperd(child: psutil.Process, peaks: dict[int, int], cpu: dict[int, float]) -> None:
+def _poll_hyperd(
+    child: psutil.Process, peaks: dict[str, dict[int, int]], cpu: dict[int, float], *, dirty: bool
+) -> None:
     """Record the peak memory and CPU seconds of the child's own children (hyperd)."""
     with contextlib.suppress(psutil.Error):
         for proc in child.children(recursive=True):
-            with contextlib.suppress(psutil.Error, OSError):
-                peaks[proc.pid] = max(peaks.get(proc.pid, 0), _vm_hwm(proc.pid))
+            with contextlib.suppress(psutil.Error, OSError, KeyError):
+                status = _status(proc.pid)
+                now = {"rss": status["VmHWM"], "anon": status["RssAnon"]}
+                if dirty:
+                    now["dirty"] = _dirty_file_bytes(proc.pid)
+                for key, value in now.items():
+                    peaks[key][proc.pid] = max(peaks[key].get(proc.pid, 0), value)
                 times = proc.cpu_times()
                 cpu[proc.pid] = times.user + times.system
 
 
-def measure(variant: str, files: list[Path], rows: int, work: Path) -> dict:
-    """Run one variant in a fresh interpreter; poll its hyperd from here (no GIL contention)."""
+def measure(variant: str, files: list[Path], rows: int, work: Path, *, dirty: bool = False) -> dict:
+    """Run one variant in a fresh interpreter; poll its hyperd from here (no GIL contention).
+
+    With `dirty`, smaps_rollup is read too, every 250 ms (it walks hyperd's mappings).
+    """
     cmd = [sys.executable, __file__, "--child", variant, "--rows", str(rows), "--work", str(work)]
     with subprocess.Popen(
         [*cmd, *map(str, files)],
@@ -275,9 +319,11 @@ def measure(variant: str, files: list[Path], rows: int, work: Path) -> dict:
         text=True,
         cwd=work,
     ) as proc:
-        watched, peaks, cpu = psutil.Process(proc.pid), {}, {}
+        watched, cpu, polls = psutil.Process(proc.pid), {}, 0
+        peaks: dict[str, dict[int, int]] = {"rss": {}, "anon": {}, "dirty": {}}
         while proc.poll() is None:
-            _poll_hyperd(watched, peaks, cpu)
+            _poll_hyperd(watched, peaks, cpu, dirty=dirty and polls % 5 == 0)
+            polls += 1
             time.sleep(0.05)
         stdout, stderr = proc.communicate()
     if proc.returncode != 0:
@@ -285,19 +331,102 @@ def measure(variant: str, files: list[Path], rows: int, work: Path) -> dict:
     result = json.loads(stdout.strip().splitlines()[-1])
     return {
         **result,
-        "hyperd_peak": max(peaks.values(), default=0),
+        "hyperd_peak": max(peaks["rss"].values(), default=0),
+        "hyperd_anon": max(peaks["anon"].values(), default=0),
+        "hyperd_dirty": max(peaks["dirty"].values(), default=0),
         "hyperd_cpu": sum(cpu.values()),
     }
 
 
+def _loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def memory_main(sizes: list[int], files_per_size: int, rounds: int) -> None:
+    """hyperd's memory, before (one INSERT) and after (batches), interleaved in each round."""
+    mb = 1024 * 1024
+    started = time.perf_counter()
+    print(
+        f"{psutil.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.0f} GiB RAM, "
+        f"load average {_loadavg()}; {rounds} rounds per size, medians"
+    )
+    header = (
+        f"{'rows':>9} {'variant':<12} {'hyperd MB':>9} {'anon MB':>7} {'dirty MB':>8} "
+        f"{'CPU s':>6} {'wall s':>6} {'.hyper MB':>9} {'load':>15}"
+    )
+    medians: dict[tuple[int, str], dict[str, float]] = {}
+    batch_bytes = 0
+    for size in sizes:
+        with tempfile.TemporaryDirectory(prefix="bench_hyper_") as tmp:
+            work = Path(tmp)
+            files = write_dataset(work, size, files_per_size)
+            parquet_mb = sum(p.stat().st_size for p in files) / mb
+            print(f"\n{size:,} rows in {len(files)} Parquet files, {parquet_mb:.0f} MB")
+            print(header)
+            runs: dict[str, list[dict]] = {variant: [] for variant in MEMORY_VARIANTS}
+            for round_ in range(rounds):
+                # Alternate the order, so neither variant always runs on a warmer cache.
+                order = MEMORY_VARIANTS if round_ % 2 == 0 else MEMORY_VARIANTS[::-1]
+                for variant in order:
+                    r = measure(variant, files, size, work, dirty=True)
+                    if r["rows"] != size:
+                        raise SystemExit(f"{variant} loaded {r['rows']} rows, not {size}")
+                    runs[variant].append(r)
+                    if variant == "build_hyper":
+                        batch_bytes = r["batch_bytes"]
+            for variant, results in runs.items():
+                m = {
+                    key: statistics.median(r[key] for r in results)
+                    for key in ("hyperd_peak", "hyperd_anon", "hyperd_dirty", "seconds")
+                }
+                m["cpu"] = statistics.median(r["python_cpu"] + r["hyperd_cpu"] for r in results)
+                m["hyper_bytes"] = statistics.median(r["hyper_bytes"] for r in results)
+                medians[size, variant] = m
+                print(
+                    f"{size:>9,} {variant:<12} {m['hyperd_peak'] / mb:>9.0f} "
+                    f"{m['hyperd_anon'] / mb:>7.0f} {m['hyperd_dirty'] / mb:>8.0f} "
+                    f"{m['cpu']:>6.2f} {m['seconds']:>6.2f} {m['hyper_bytes'] / mb:>9.1f} "
+                    f"{_loadavg():>15}"
+                )
+            before, after = medians[size, "baseline"], medians[size, "build_hyper"]
+            ratio = {key: after[key] / (before[key] or 1) for key in after}
+            print(
+                f"{size:>9,} {'after/before':<12} {ratio['hyperd_peak']:>8.2f}x "
+                f"{ratio['hyperd_anon']:>6.2f}x {ratio['hyperd_dirty']:>7.2f}x "
+                f"{ratio['cpu']:>5.2f}x {ratio['seconds']:>5.2f}x {ratio['hyper_bytes']:>8.3f}x"
+            )
+    if len(sizes) > 1:
+        low, high = min(sizes), max(sizes)
+        for variant in MEMORY_VARIANTS:
+            growth = (
+                (medians[high, variant]["hyperd_peak"] - medians[low, variant]["hyperd_peak"])
+                / mb
+                / ((high - low) / 1e6)
+            )
+            print(f"\n{variant}: hyperd's peak grows {growth:.0f} MB per million rows", end="")
+        print()
+    print(
+        f"\nbaseline = one INSERT over all files (before issue 11); build_hyper = batches of "
+        f"{batch_bytes // mb} MB of Parquet, a connection each. dirty = peak of hyperd's dirty "
+        f"file pages, sampled every 250 ms. Target: CPU within 1.10x.\n"
+        f"Load average at the end {_loadavg()}; ran {time.perf_counter() - started:.0f} s."
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 4_000_000])
+    parser.add_argument(
+        "--sizes", type=int, nargs="+", help="rows (default 1M 4M; with --memory 1M 4M 8M)"
+    )
     parser.add_argument("--files", type=int, default=4, help="Parquet files per size")
+    parser.add_argument(
+        "--memory", action="store_true", help="hyperd's memory before/after the batched load"
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per size with --memory")
     parser.add_argument(
         "--inserter-rows", type=int, default=200_000, help="rows timed for the slow Inserter"
     )
-    parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=(*VARIANTS, "baseline"), help=argparse.SUPPRESS)
     parser.add_argument("--rows", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("paths", type=Path, nargs="*", help=argparse.SUPPRESS)
@@ -305,6 +434,10 @@ def main() -> None:
     if args.child:
         child(args.child, args.paths, args.rows, args.work)
         return
+    if args.memory:
+        memory_main(args.sizes or [1_000_000, 4_000_000, 8_000_000], args.files, args.rounds)
+        return
+    args.sizes = args.sizes or [1_000_000, 4_000_000]
 
     mb = 1024 * 1024
     print(f"{psutil.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.0f} GiB RAM")
