@@ -53,7 +53,8 @@ REAL_MIN_VERSION: Final[int] = 4
 LOAD_BATCH_BYTES: Final[int] = 256 * 2**20
 """Parquet bytes per INSERT. hyperd maps a statement's input files and keeps the rows it wrote
 dirty until the database's last connection closes; a connection per batch bounds both. Smaller
-batches cost CPU (128 MB: ~+20% at 16M rows), so a day below this is one statement, as before."""
+batches cost CPU for no lower peak (128 MB: +5-20% at 8M-16M rows); a day below this is one
+statement, as before. Figures: bench/README.md."""
 _NUMERIC64_MAX_PRECISION: Final[int] = 18
 _NUMERIC_MAX_PRECISION: Final[int] = 38
 
