@@ -295,7 +295,7 @@ def _prefect_server(home: Path) -> Iterator[None]:
 
 def _seed_day(stack: Any, rows: int) -> None:
     """Add `rows` rows for DAY to the mart's source table with one INSERT ... SELECT."""
-    table = stack.view.replace(".ads_mart.ad_performance_daily", ".ads_mart_src.ad_performance")
+    table = stack.source_table
     sql = f"""
     INSERT INTO `{table}`
     SELECT DATE '{DAY.isoformat()}', CONCAT('c-', CAST(MOD(i, 50) AS STRING)),

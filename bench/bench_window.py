@@ -52,7 +52,7 @@ def main() -> int:
 
     import flows.daily as daily
     import flows.steps as steps
-    from standins.datamart import SeededMart
+    from standins.datamart import SeededMart, restate
     from standins.stack import local_stack
 
     # Offline: google-auth's regional access boundary lookup can only fail; keep it out.
@@ -72,7 +72,7 @@ def main() -> int:
     ):
         os.environ.update(stack.environ())
         stack.save_blocks()
-        mart = SeededMart(stack.view, _source(stack), days, args.rows_per_day)
+        mart = SeededMart(stack.view, stack.source_table, days, args.rows_per_day)
         config = stack.pipeline_config(work_dir=home / "work").model_copy(
             update={"lookback_days": args.days}
         )
@@ -96,7 +96,7 @@ def main() -> int:
         ):
             if setting.lookback_days > 1:  # a record of this fingerprint kind, then restatements
                 daily.daily_refresh(config=setting, run_date=RUN_DATE)
-                _restate(stack, changed)
+                restate(stack.bigquery_client(), stack.source_table, changed)
             results[kind] = _measure(stack, mart, calls, run)
             if setting.lookback_days > 1:
                 republished = results[kind]["results"][0]["republished"]
@@ -175,21 +175,6 @@ def _measure(
         "tableau": sum(len(r.body) for r in sent),
         "batches": sum(1 for r in sent if r.method == "PATCH" and r.path.endswith("/data")),
     }
-
-
-def _source(stack: Any) -> str:
-    return stack.view.replace(".ads_mart.ad_performance_daily", ".ads_mart_src.ad_performance")
-
-
-def _restate(stack: Any, days: tuple[date, ...]) -> None:
-    if not days:
-        return
-    table = _source(stack)
-    listed = ", ".join(f"DATE '{d.isoformat()}'" for d in days)
-    stack.bigquery_client().query(
-        f"UPDATE `{table}` SET cost = cost * 1.1, conversions = conversions + 1 "
-        f"WHERE date IN ({listed})"
-    ).result()
 
 
 def _mib(size: int) -> str:

@@ -9,6 +9,7 @@ them a few at a time and reports how each ended.
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -97,8 +98,8 @@ def plan_backfill(
         params: dict[str, Any] = {"config": parameters, "run_date": window[-1].isoformat()}
         if window_days > 1:
             params |= {"lookback_days": len(window), "force": force}
-        covers = window[0].isoformat() if len(window) == 1 else f"{window[0]}..{window[-1]}"
-        runs.append(DateRun(window[-1], f"{view}-{covers}", params, tuple(window)))
+        run = DateRun(window[-1], "", params, tuple(window))
+        runs.append(dataclasses.replace(run, name=f"{view}-{run.covers}"))
     return runs
 
 
@@ -274,17 +275,17 @@ def _run_one(deployment_name: str, run: DateRun) -> DateOutcome:
 
 
 def _plan_markdown(runs: list[DateRun], deployment_name: str, max_concurrency: int) -> str:
-    windows = any(len(r.days) > 1 for r in runs)
     dates = sum(len(r.days) or 1 for r in runs)
+    if any(len(r.days) > 1 for r in runs):
+        title = f"# Backfill plan: {dates} date(s) in {len(runs)} window(s)"
+        each = "window", "replacing its restated dates in one Tableau batch"
+    else:
+        title, each = f"# Backfill plan: {dates} date(s)", ("date", "replacing that date's rows")
     lines = [
-        f"# Backfill plan: {dates} date(s)" + (f" in {len(runs)} window(s)" if windows else ""),
+        title,
         "",
-        f"Each {'window' if windows else 'date'} runs as its own flow run of "
-        f"`{deployment_name}`, {max_concurrency} at a time,",
-        "replacing "
-        + ("the window's restated dates in one Tableau batch." if windows else "that date's rows")
-        + (" in Tableau." if not windows else "")
-        + " Nothing was run (dry run).",
+        f"Each {each[0]} runs as its own flow run of `{deployment_name}`, {max_concurrency} at "
+        f"a time, {each[1]} in Tableau. Nothing was run (dry run).",
         "",
         "| # | run_date | covers |",
         "|---:|---|---|",

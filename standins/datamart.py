@@ -175,3 +175,13 @@ def scanned_bytes(
     sql = f"SELECT SUM({' + '.join(sizes)}) FROM `{mart.table}` WHERE `date` IN UNNEST(@days)"
     (row,) = client.query(sql, job_config=config).result()
     return int(row[0] or 0)
+
+
+def restate(client: bigquery.Client, table: str, days: Sequence[date]) -> None:
+    """Late conversions: cost and conversions of these days change, as an ad platform
+    restates them (rows stay; a NULL conversions stays NULL)."""
+    listed = ", ".join(f"DATE '{d.isoformat()}'" for d in days)
+    client.query(
+        f"UPDATE `{table}` SET cost = cost * 1.5, conversions = conversions + 1 "
+        f"WHERE date IN ({listed})"
+    ).result()

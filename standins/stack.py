@@ -23,7 +23,7 @@ from google.cloud import bigquery
 from blocks import AwsWorkloadIdentityCredentials, TableauServer
 from flows.config import PipelineConfig
 from standins.aws import ACCOUNT_ID, REGION, TASK_ROLE, EcsMetadataServer, MotoAws
-from standins.datamart import VIEW_NAME, seed_ad_datamart
+from standins.datamart import TABLE_NAME, VIEW_NAME, seed_ad_datamart
 from standins.emulators import BigQueryEmulator, GcsEmulator, start_bigquery, start_gcs
 from standins.google import GoogleIdentity, Provider
 from standins.tableau import FakeTableauServer
@@ -60,6 +60,11 @@ class LocalStack:
     @property
     def view(self) -> str:
         return f"{self.project}.{DATASET}.{VIEW_NAME}"
+
+    @property
+    def source_table(self) -> str:
+        """The table behind the view, where tests and benchmarks restate rows."""
+        return f"{self.project}.{DATASET}_src.{TABLE_NAME}"
 
     def environ(self) -> dict[str, str]:
         """What the flow's container sees: ECS's variables, plus the emulator endpoints."""

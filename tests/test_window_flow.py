@@ -19,6 +19,7 @@ import flows.daily as daily
 from flows.config import PipelineConfig
 from flows.errors import ConfigError, PublishError
 from flows.window import state_object
+from standins.datamart import restate, seed_ad_datamart
 from standins.stack import BUCKET, DATASOURCE, LocalStack
 from tests.plugins.stack import StartStack
 
@@ -51,22 +52,7 @@ def config(world: LocalStack, tmp_path: Path) -> PipelineConfig:
     return world.pipeline_config(work_dir=tmp_path / "work").model_copy(update={"lookback_days": 7})
 
 
-def _source(stack: LocalStack) -> str:
-    return stack.view.replace(".ads_mart.ad_performance_daily", ".ads_mart_src.ad_performance")
-
-
-def _restate(stack: LocalStack, days: tuple[date, ...], factor: str = "1.5") -> None:
-    """Late conversions: cost and conversions of these days change in BigQuery."""
-    listed = ", ".join(f"DATE '{d.isoformat()}'" for d in days)
-    stack.bigquery_client().query(
-        f"UPDATE `{_source(stack)}` SET cost = cost * {factor}, conversions = conversions + 1 "
-        f"WHERE date IN ({listed})"
-    ).result()
-
-
 def _restore(stack: LocalStack) -> None:
-    from standins.datamart import seed_ad_datamart
-
     seed_ad_datamart(stack.bigquery_client(), stack.project, "ads_mart", WINDOW, 30)
 
 
@@ -109,7 +95,7 @@ def test_only_the_restated_days_are_exported_and_replaced_and_tableau_equals_big
     assert first["republished"] == [d.isoformat() for d in WINDOW]  # nothing recorded: all new
     assert _tableau_days(world) == _bigquery_days(world)
 
-    _restate(world, RESTATED)
+    restate(world.bigquery_client(), world.source_table, RESTATED)
     batches = _batches(world)
     second = daily.daily_refresh(config=config, run_date=DAY)
 
@@ -146,7 +132,7 @@ def test_a_failed_batch_changes_nothing_and_the_next_run_republishes(
 ) -> None:
     daily.daily_refresh(config=config, run_date=DAY)
     before = _tableau_days(world)
-    _restate(world, RESTATED)
+    restate(world.bigquery_client(), world.source_table, RESTATED)
     world.tableau.fail_mid_batch()  # the batch's delete runs, then the job breaks off
 
     with pytest.raises(PublishError, match="failed"):
@@ -200,7 +186,7 @@ def test_a_rerun_of_one_date_inside_a_published_window_stays_exact(
     world: LocalStack, config: PipelineConfig
 ) -> None:
     daily.daily_refresh(config=config, run_date=DAY)
-    _restate(world, (WINDOW[2],))
+    restate(world.bigquery_client(), world.source_table, (WINDOW[2],))
 
     daily.daily_refresh(config=config, run_date=WINDOW[2], lookback_days=1)
     assert _tableau_days(world) == _bigquery_days(world)
