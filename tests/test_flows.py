@@ -57,16 +57,6 @@ def stack(prefect_server: None, start_stack: StartStack) -> Iterator[LocalStack]
 
 
 @pytest.fixture
-def world(stack: LocalStack, monkeypatch: pytest.MonkeyPatch, no_regional_access_boundary: None):
-    """The flow's process sees the ECS task's environment; Tableau and staging start empty."""
-    for name, value in stack.environ().items():
-        monkeypatch.setenv(name, value)
-    stack.reset_tableau()
-    stack.clear_staging()
-    return stack
-
-
-@pytest.fixture
 def config(world: LocalStack, tmp_path: Path) -> PipelineConfig:
     return world.pipeline_config(work_dir=tmp_path / "work")
 

@@ -36,14 +36,10 @@ def stack(prefect_server: None, start_stack: StartStack) -> Iterator[LocalStack]
         yield running
 
 
-@pytest.fixture
-def world(stack: LocalStack, monkeypatch: pytest.MonkeyPatch, no_regional_access_boundary: None):
-    """Tableau, staging and the record start empty; the mart starts as seeded."""
-    for name, value in stack.environ().items():
-        monkeypatch.setenv(name, value)
-    stack.reset_tableau()
-    stack.clear_staging()
-    yield stack
+@pytest.fixture(autouse=True)
+def seeded_mart(stack: LocalStack) -> Iterator[None]:
+    """Each test's restatements are undone: the mart starts as seeded."""
+    yield
     _restore(stack)
 
 

@@ -2,7 +2,8 @@
 
 `start_stack(dates, rows_per_day)` starts the loopback fakes, seeds the data mart with those
 days and saves the two blocks to the Prefect API current at the call (the session's test server,
-or a module's own). A module of flow tests enters it once, from a module-scoped fixture.
+or a module's own). A module of flow tests enters it once, from a module-scoped `stack`
+fixture; `world` gives each test that stack with Tableau and staging emptied.
 """
 
 from __future__ import annotations
@@ -43,3 +44,14 @@ def start_stack(
             yield running
 
     return start
+
+
+@pytest.fixture
+def world(stack: LocalStack, monkeypatch: pytest.MonkeyPatch, no_regional_access_boundary: None):
+    """The module's `stack` as one test finds it: the flow's process sees the ECS task's
+    environment; Tableau and the staging bucket (with the window's record) start empty."""
+    for name, value in stack.environ().items():
+        monkeypatch.setenv(name, value)
+    stack.reset_tableau()
+    stack.clear_staging()
+    return stack
