@@ -1,9 +1,11 @@
-"""Backfill: run the per-date deployment for each day of a range or list, a few at a time.
+"""Backfill: run a pipeline's per-date deployment for each day of a range or list, a few at a
+time.
 
-Each date is its own flow run of the per-date deployment (on ECS: its own task), so one date's
-failure or memory never touches another, and every date gets the same idempotent publish as a
-daily run. `plan_backfill` decides those runs (pure: dates, names, parameters); the flow starts
-them a few at a time and reports how each ended.
+Each date is its own flow run of the pipeline's per-date deployment (on ECS: its own task), so
+one date's failure or memory never touches another, and every date gets the same idempotent
+publish as a daily run, with the config that deployment holds. `plan_backfill` decides those
+runs (pure: dates, names, parameters); the flow starts them a few at a time and reports how
+each ended.
 """
 
 from __future__ import annotations
@@ -23,17 +25,21 @@ from prefect.artifacts import (
     create_table_artifact,
     update_progress_artifact,
 )
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowFilter, FlowFilterName
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
+from prefect.exceptions import ObjectNotFound
 from prefect.runtime import flow_run
 from pydantic import Field
 
+from flows.catalog import FLOW_NAME as DAILY_FLOW
+from flows.catalog import per_date_deployment
 from flows.config import MAX_LOOKBACK_DAYS, PipelineConfig
 from flows.dates import backfill_dates
 from flows.errors import ConfigError, PipelineError
 
 FLOW_NAME: Final[str] = "bq-view-to-tableau-backfill"
-PER_DATE_DEPLOYMENT: Final[str] = "bq-view-to-tableau/per-date"
 POLL_SECONDS: float = 10.0
 """How often a waiting backfill asks the API whether a child run has finished."""
 
@@ -69,9 +75,10 @@ def plan_backfill(
     """The runs a backfill starts, in date order: one per day of the range and the list, or,
     with `window_days` above 1, one per window of at most that many consecutive days.
 
-    A day runs as `<view>-<day>` with the whole config and its `run_date`; a window as
-    `<view>-<first>..<last>` with `run_date` its last day and `lookback_days` its length, so it
-    republishes only the dates BigQuery restated (all of them with `force`).
+    A day runs as `<pipeline>-<day>` with its `run_date` (the per-date deployment holds the
+    config); a window as `<pipeline>-<first>..<last>` with `run_date` its last day and
+    `lookback_days` its length, so it republishes only the dates BigQuery restated (all of them
+    with `force`). A config without a catalog name uses the view's name.
 
     Raises:
         ConfigError: for a plan `backfill_dates` refuses, or windows with a mode that can only
@@ -91,15 +98,14 @@ def plan_backfill(
             f"republished by deleting and inserting its dates); mode {config.tableau.mode!r} "
             "publishes one date per run: leave window_days at 1"
         )
-    parameters = config.model_dump(mode="json")
-    view = config.bigquery.view.rsplit(".", 1)[-1]
+    prefix = config.name or config.bigquery.view.rsplit(".", 1)[-1]
     runs = []
     for window in _windows(days, window_days):
-        params: dict[str, Any] = {"config": parameters, "run_date": window[-1].isoformat()}
+        params: dict[str, Any] = {"run_date": window[-1].isoformat()}
         if window_days > 1:
             params |= {"lookback_days": len(window), "force": force}
         run = DateRun(window[-1], "", params, tuple(window))
-        runs.append(dataclasses.replace(run, name=f"{view}-{run.covers}"))
+        runs.append(dataclasses.replace(run, name=f"{prefix}-{run.covers}"))
     return runs
 
 
@@ -138,7 +144,8 @@ class DateOutcome:
 
 
 def _run_name() -> str:
-    """`backfill-<first>..<last>` (or the dates themselves): the run says what it covers."""
+    """`backfill-<pipeline>-<first>..<last>` (or the dates themselves): the run says what it
+    covers."""
     params = flow_run.parameters or {}
     covered = []
     if params.get("start") and params.get("end"):
@@ -148,18 +155,18 @@ def _run_name() -> str:
         covered.append(",".join(listed))
     elif listed:
         covered.append(f"{len(listed)}-dates-{listed[0]}..{listed[-1]}")
-    name = "-".join(["backfill", "+".join(covered)] if covered else ["backfill"])
+    pipeline = [str(params["pipeline"])] if params.get("pipeline") else []
+    name = "-".join(["backfill", *pipeline, *(["+".join(covered)] if covered else [])])
     return f"{name}-plan" if params.get("dry_run") else name
 
 
 @flow(name=FLOW_NAME, flow_run_name=_run_name)
 def backfill(
+    pipeline: str,
     start: date | None = None,
     end: date | None = None,
     dates: list[date] | None = None,
     *,
-    config: PipelineConfig,
-    deployment_name: str = PER_DATE_DEPLOYMENT,
     max_concurrency: Annotated[int, Field(ge=1, le=20)] = 3,
     fail_fast: bool = False,
     dry_run: bool = False,
@@ -167,14 +174,13 @@ def backfill(
     window_days: Annotated[int, Field(ge=1, le=MAX_LOOKBACK_DAYS)] = 1,
     force: bool = False,
 ) -> list[dict[str, Any]]:
-    """Replace each given day in Tableau by running the per-date deployment for it.
+    """Replace each given day in Tableau by running the pipeline's per-date deployment for it.
 
     Args:
+        pipeline: The pipeline's name in the catalog (deployments/pipelines.yaml).
         start: First day of an inclusive range (give `end` too).
         end: Last day of the range.
         dates: Single days, instead of or besides the range.
-        config: The pipeline each date's run gets.
-        deployment_name: The per-date deployment that runs each date.
         max_concurrency: Dates running at once (each its own ECS task).
         fail_fast: Stop starting dates after the first failure.
         dry_run: Only show the plan; run nothing.
@@ -183,6 +189,7 @@ def backfill(
             each one run with one export and one Tableau batch of only the restated dates.
         force: With windows, republish every date, changed or not.
     """
+    deployment_name, config = deployed_pipeline(pipeline)
     today = datetime.now(ZoneInfo(config.timezone)).date()
     runs = plan_backfill(
         config,
@@ -217,6 +224,40 @@ def backfill(
             "dates=[...]; dates that succeeded are already correct in Tableau."
         )
     return [o.as_row() for o in sorted(outcomes, key=lambda o: o.run_date)]
+
+
+def deployed_pipeline(pipeline: str) -> tuple[str, PipelineConfig]:
+    """The pipeline's per-date deployment and the config it runs with, as deployed.
+
+    Raises:
+        ConfigError: no such deployment (the message lists the deployed pipelines), or its
+            config is not valid.
+    """
+    name = per_date_deployment(pipeline)
+    with get_client(sync_client=True) as client:
+        try:
+            deployment = client.read_deployment_by_name(name)
+        except ObjectNotFound:
+            deployed = client.read_deployments(
+                flow_filter=FlowFilter(name=FlowFilterName(any_=[DAILY_FLOW]))
+            )
+            pipelines = sorted(
+                d.name.removesuffix("-per-date") for d in deployed if d.name.endswith("-per-date")
+            )
+            raise ConfigError(
+                f"No deployment {name!r} for pipeline {pipeline!r}; deployed pipelines: "
+                f"{', '.join(pipelines) or 'none'}. Fix the name, or add the pipeline to "
+                "deployments/pipelines.yaml and deploy (deployments/deploy.sh).",
+                retryable=False,
+            ) from None
+    try:
+        return name, PipelineConfig.model_validate(deployment.parameters.get("config"))
+    except ValueError as exc:
+        raise ConfigError(
+            f"Deployment {name!r} holds no valid pipeline config ({exc}); redeploy it from the "
+            "catalog (deployments/deploy.sh).",
+            retryable=False,
+        ) from exc
 
 
 def _run_dates(

@@ -30,6 +30,7 @@ PROJECT_ID: Final = re.compile(r"[a-z][a-z0-9-]{4,28}[a-z0-9]")
 DATASET_ID: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,1023}")
 TABLE_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,1023}")  # a plain subset of BigQuery's
 COLUMN_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,299}")
+PIPELINE_NAME: Final = re.compile(r"[a-z][a-z0-9-]{0,38}[a-z0-9]")  # it names deployments
 MAX_LOOKBACK_DAYS: Final = 90
 """The longest window a run covers (ad platforms restate up to 28 days; 90 leaves room)."""
 BUCKET_NAME: Final = re.compile(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]")  # also inside gs:// URIs
@@ -252,6 +253,11 @@ class RetryConfig(_Model):
 class PipelineConfig(_Model):
     """Everything one daily run needs, by block name and value."""
 
+    name: str | None = Field(
+        None,
+        description="The pipeline's name in the catalog (deployments/pipelines.yaml); it names "
+        "the runs. Empty: the view's name.",
+    )
     credentials_block: str = Field(
         description="Name of the saved AwsWorkloadIdentityCredentials block."
     )
@@ -276,6 +282,16 @@ class PipelineConfig(_Model):
     work_dir: Path | None = Field(
         None, description="Parent of each run's scratch directory; default: the system temp dir."
     )
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str | None) -> str | None:
+        if value is not None and not PIPELINE_NAME.fullmatch(value):
+            raise ValueError(
+                f"name {value!r} must be 2-40 lowercase letters, digits and '-', starting with "
+                "a letter (it names the pipeline's deployments and runs)"
+            )
+        return value
 
     @field_validator("work_dir")
     @classmethod

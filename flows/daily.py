@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 from datetime import date
-from typing import Any, Final
+from typing import Any
 from uuid import UUID
 
 from prefect import flow
 from prefect.runtime import flow_run
 
 from blocks import AwsWorkloadIdentityCredentials, TableauServer
+from flows.catalog import FLOW_NAME
 from flows.config import LookbackDays, PipelineConfig, with_lookback
 from flows.dates import RunDate, default_run_date, resolve_run_date
 from flows.gcs import delete_staging
@@ -27,18 +28,17 @@ from flows.window import window_dates
 
 logger = logging.getLogger(__name__)
 
-FLOW_NAME: Final[str] = "bq-view-to-tableau"
-
 
 def _run_name() -> str:
-    """`<view>-<date>`: the run is named after the day it processes."""
+    """`<pipeline>-<date>` (`<view>-<date>` without a catalog name): the run is named after the
+    day it processes."""
     params = flow_run.parameters or {}
     try:
         config = PipelineConfig.model_validate(params.get("config"))
         day = params.get("run_date") or default_run_date(
             flow_run.scheduled_start_time, config.timezone
         )
-        return f"{config.bigquery.view.rsplit('.', 1)[-1]}-{day}"
+        return f"{config.name or config.bigquery.view.rsplit('.', 1)[-1]}-{day}"
     except Exception:  # a bad config fails the run itself with the real message
         return FLOW_NAME
 
