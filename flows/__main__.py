@@ -1,0 +1,7 @@
+"""`python -m flows`: see flows/cli.py."""
+
+import sys
+
+from flows.cli import main
+
+sys.exit(main())
