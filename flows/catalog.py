@@ -17,6 +17,7 @@ prefect.yaml no longer matches the catalog.
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,8 @@ from flows.errors import ConfigError
 
 DEFAULT_CATALOG: Final[Path] = Path(__file__).resolve().parents[1] / "deployments/pipelines.yaml"
 """The catalog beside the code: the repository's, or /app's in the image."""
+CATALOG_VARIABLE: Final[str] = "PIPELINES_CATALOG"
+"""An environment variable naming another catalog file (e.g. the stand-ins')."""
 FLOW_NAME: Final[str] = "bq-view-to-tableau"  # flows.daily's flow
 BACKFILL_DEPLOYMENT: Final[str] = "bq-view-to-tableau-backfill/backfill"
 GENERATED_MARKER: Final[str] = "# --- Generated from deployments/pipelines.yaml"
@@ -126,18 +129,23 @@ class Catalog:
         )
 
 
-def load(path: Path = DEFAULT_CATALOG) -> Catalog:
-    """Read and validate the catalog file.
+def default_catalog() -> Path:
+    """The catalog file `$PIPELINES_CATALOG` names, else the one beside the code."""
+    return Path(os.environ.get(CATALOG_VARIABLE) or DEFAULT_CATALOG)
+
+
+def load(path: Path | None = None) -> Catalog:
+    """Read and validate the catalog file (default: `default_catalog()`).
 
     Raises:
         CatalogError: the file is missing, not YAML, or has invalid entries (all listed).
     """
+    path = path or default_catalog()
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open(encoding="utf-8") as stream:  # YAML errors then name the file
+            document = yaml.safe_load(stream)
     except OSError as exc:
         raise CatalogError(str(path), [f"cannot read it: {exc.strerror or exc}"]) from exc
-    try:
-        document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise CatalogError(str(path), [f"not valid YAML: {exc}"]) from exc
     return parse(document, source=str(path))
@@ -433,21 +441,20 @@ def render_prefect_yaml(text: str, catalog: Catalog) -> str:
     return head + render_deployments(catalog)
 
 
-def check_deployments(
-    catalog: str = "deployments/pipelines.yaml", prefect_file: str = "prefect.yaml"
-) -> dict[str, str]:
-    """A prefect.yaml build step: refuse the deploy when the catalog is invalid, or when
-    prefect.yaml's deployments are not the catalog's (edited since the last render).
+def check_deployments(catalog: str = "", prefect_file: str = "prefect.yaml") -> dict[str, str]:
+    """A prefect.yaml build step: refuse the deploy when the catalog (default:
+    `default_catalog()`) is invalid, or when prefect.yaml's deployments are not the catalog's
+    (edited since the last render).
 
     Raises:
         CatalogError: the catalog is invalid.
         ConfigError: prefect.yaml is out of date; the message says how to regenerate it.
     """
-    loaded = load(Path(catalog))
+    loaded = load(Path(catalog) if catalog else None)
     current = Path(prefect_file).read_text(encoding="utf-8")
     if render_prefect_yaml(current, loaded) != current:
         raise ConfigError(
-            f"{prefect_file}'s deployments do not match {catalog} (edited since the last "
+            f"{prefect_file}'s deployments do not match {loaded.source} (edited since the last "
             "render): run `python -m flows catalog render`, review the diff, then deploy",
             retryable=False,
         )

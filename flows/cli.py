@@ -13,10 +13,13 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from flows import catalog
 from flows.errors import ConfigError
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 OK: Final[int] = 0
 NO: Final[int] = 1
@@ -48,8 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--catalog",
         type=Path,
-        default=catalog.DEFAULT_CATALOG,
-        help="the catalog file (default: %(default)s)",
+        default=None,
+        help=f"the catalog file (default: ${catalog.CATALOG_VARIABLE}, else "
+        "deployments/pipelines.yaml beside the code)",
     )
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
 
@@ -67,25 +71,32 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _pipelines(args: argparse.Namespace) -> int:
+def console() -> Console:
+    """Rich's console on stdout; piped output is not wrapped at 80 columns."""
     from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else 200)
+
+
+def _pipelines(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     loaded = catalog.load(args.catalog)
-    table = Table(title=f"{len(loaded.pipelines)} pipeline(s) in {args.catalog}")
+    table = Table(title=f"{len(loaded.pipelines)} pipeline(s) in {loaded.source}")
     for column in ("pipeline", "view", "Tableau datasource", "daily at", "days per run"):
         table.add_column(column)
     for p in loaded.pipelines:
         zone = p.config.timezone
         at = f"{p.schedule_hour:02d}:{p.schedule_minute:02d} {zone}"
         table.add_row(p.name, p.config.bigquery.view, p.target, at, str(p.config.lookback_days))
-    Console().print(table)
+    console().print(table)
     return OK
 
 
 def _catalog(args: argparse.Namespace) -> int:
     loaded = catalog.load(args.catalog)
     prefect_file: Path = args.prefect_file
+    source = loaded.source
     current = prefect_file.read_text(encoding="utf-8")
     rendered = catalog.render_prefect_yaml(current, loaded)
     names = ", ".join(p.name for p in loaded.pipelines)
@@ -96,7 +107,7 @@ def _catalog(args: argparse.Namespace) -> int:
         return OK
     if rendered != current:
         print(
-            f"error: {prefect_file}'s deployments do not match {args.catalog}: run "
+            f"error: {prefect_file}'s deployments do not match {source}: run "
             "`python -m flows catalog render`",
             file=sys.stderr,
         )

@@ -1,4 +1,5 @@
-"""The backfill's plan: which flow runs of the per-date deployment it starts (pure, no server).
+"""The backfill's plan: which flow runs of a pipeline's per-date deployment it starts (pure, no
+server).
 
 One end-to-end backfill through a real worker runs in test_flows.py.
 """
@@ -39,9 +40,17 @@ def test_each_day_of_the_range_and_the_list_is_one_named_run_in_date_order() -> 
     assert [run.run_date.isoformat() for run in runs] == days
     assert [run.name for run in runs] == [f"v_daily_ads-{day}" for day in days]
     assert [run.parameters["run_date"] for run in runs] == days
-    for run in runs:  # each child gets the whole pipeline, as its deployment validates it
-        assert set(run.parameters) == {"config", "run_date"}
-        assert PipelineConfig.model_validate(run.parameters["config"]) == CONFIG
+    for run in runs:  # the config is the per-date deployment's: a child gets only its date
+        assert set(run.parameters) == {"run_date"}
+
+
+def test_runs_are_named_after_the_catalog_pipeline() -> None:
+    named = CONFIG.model_copy(update={"name": "campaigns"})
+    (run,) = plan_backfill(
+        named, start=None, end=None, dates=[date(2026, 11, 2)], today=TODAY, max_dates=93
+    )
+
+    assert run.name == "campaigns-2026-11-02"
 
 
 @pytest.mark.parametrize(

@@ -584,8 +584,9 @@ def test_an_allowed_empty_day_removes_that_dates_rows(
 
 
 @pytest.fixture
-def process_worker(world: LocalStack, tmp_path: Path) -> Iterator[str]:
-    """A per-date deployment on a process pool, and a worker running its flow runs."""
+def process_worker(world: LocalStack, config: PipelineConfig, tmp_path: Path) -> Iterator[str]:
+    """Pipeline `local-ads`: its per-date deployment on a process pool, holding its config as
+    prefect.yaml's do, and a worker running its flow runs. Yields the pipeline's name."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
 
@@ -594,9 +595,15 @@ def process_worker(world: LocalStack, tmp_path: Path) -> Iterator[str]:
     with get_client(sync_client=True) as client, suppress(ObjectAlreadyExists):
         client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
     repo = Path(__file__).resolve().parents[1]
+    named = config.model_copy(update={"name": "local-ads"})
     daily.daily_refresh.from_source(
         source=str(repo), entrypoint="flows/daily.py:daily_refresh"
-    ).deploy(name="per-date-local", work_pool_name=pool, print_next_steps=False)
+    ).deploy(
+        name="local-ads-per-date",  # not prefect.yaml's: test_deploy's are ECS
+        work_pool_name=pool,
+        parameters={"config": named.model_dump(mode="json")},
+        print_next_steps=False,
+    )
     env = {
         **os.environ,
         **world.environ(),
@@ -613,7 +620,7 @@ def process_worker(world: LocalStack, tmp_path: Path) -> Iterator[str]:
         cwd=repo,
     )
     try:
-        yield "bq-view-to-tableau/per-date-local"  # not prefect.yaml's: test_deploy's is ECS
+        yield "local-ads"
     finally:
         worker.terminate()
         worker.wait(timeout=30)
@@ -637,24 +644,19 @@ def test_backfill_runs_each_date_as_its_own_deployment_run(
     dates = [SEEDED[1], GAP, SEEDED[3]]
     listed = sorted(d.isoformat() for d in dates)
 
-    planned = backfill(
-        config=config, dates=dates, dry_run=True, deployment_name=process_worker, return_state=True
-    )
+    planned = backfill(pipeline=process_worker, dates=dates, dry_run=True, return_state=True)
     plan = planned.result()
     assert [p["run_date"] for p in plan] == listed
     with get_client(sync_client=True) as client:
         run = client.read_flow_run(planned.state_details.flow_run_id)
-    assert run.name == f"backfill-{','.join(listed)}-plan"
+    assert run.name == f"backfill-local-ads-{','.join(listed)}-plan"
+    unknown = backfill(pipeline="local-adz", dates=dates, return_state=True)
+    with pytest.raises(ConfigError, match=r"deployed pipelines: .*local-ads.*Fix the name"):
+        unknown.result()
     assert world.tableau.datasources == {}
 
     daily.daily_refresh(config=config, run_date=SEEDED[1])  # the backfill reruns a published day
-    state = backfill(
-        config=config,
-        dates=dates,
-        max_concurrency=2,
-        deployment_name=process_worker,
-        return_state=True,
-    )
+    state = backfill(pipeline=process_worker, dates=dates, max_concurrency=2, return_state=True)
 
     with pytest.raises(PipelineError, match=rf"1 date\(s\) failed \({GAP.isoformat()}\)"):
         state.result()
@@ -674,8 +676,7 @@ def test_backfill_runs_each_date_as_its_own_deployment_run(
         (SEEDED[1].isoformat(), "Completed"),
     ]
     assert "no rows" in rows[0]["message"]
-    view = world.view.rsplit(".", 1)[-1]
-    assert [r["flow_run"] for r in rows] == [f"{view}-{day}" for day in listed]
+    assert [r["flow_run"] for r in rows] == [f"local-ads-{day}" for day in listed]
 
 
 def test_a_report_that_cannot_be_written_does_not_fail_the_run(
