@@ -62,6 +62,9 @@ WORKDIR /app
 # step cds here.
 COPY --from=build --chown=app:app /app/flows ./flows/
 COPY --from=build --chown=app:app /app/blocks ./blocks/
+# The catalog, for `python -m flows plan|reconcile|run` in a task (ECS Exec); runs get their
+# config from their deployment.
+COPY --chown=app:app deployments/pipelines.yaml ./deployments/
 USER 10001:10001
 # Prefect's ECS worker replaces the command with the flow run's own.
 CMD ["python", "-m", "prefect.engine"]

@@ -32,10 +32,8 @@ require DEPLOY_EXECUTION_ROLE_ARN '^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-
 require DEPLOY_ECS_CLUSTER '^(arn:aws[a-z-]*:ecs:[a-z0-9-]+:[0-9]{12}:cluster/)?[A-Za-z0-9_-]{1,255}$' \
   "the ECS cluster name or ARN, e.g. prefect-ecs-cluster"
 require DEPLOY_VPC_ID '^vpc-[0-9a-f]{8,17}$' "the VPC the tasks run in, e.g. vpc-0123456789abcdef0"
-# The view and bucket rules are flows/config.py's (tests/test_config.py holds them together).
-require DEPLOY_BQ_VIEW '^[a-z][a-z0-9-]{4,28}[a-z0-9]\.[A-Za-z_][A-Za-z0-9_]{0,1023}\.[A-Za-z_][A-Za-z0-9_-]{0,1023}$' \
-  "the data-mart view as project.dataset.view (a plain project id; domain-scoped ones are not supported)"
-require DEPLOY_GCS_BUCKET '^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$' "the staging bucket name, no gs:// prefix"
+# The views, the bucket and the datasources are the catalog's (deployments/pipelines.yaml),
+# checked by prefect.yaml's next build step with flows/config.py's own rules.
 
 if [[ -n "${DEPLOY_TASK_ROLE_ARN:-}" && "${DEPLOY_TASK_ROLE_ARN:-}" == "${DEPLOY_EXECUTION_ROLE_ARN:-}" ]]; then
   errors+=("DEPLOY_TASK_ROLE_ARN equals DEPLOY_EXECUTION_ROLE_ARN: the task role is the one Google admits; keep it separate")

@@ -73,7 +73,7 @@ ecr_login "$REGISTRY"
 echo "Policy attached to ${PROVISIONED_USER}:"
 cat "$work/passrole.json"
 echo
-echo "Settings for deployments/deploy.sh (add DEPLOY_BQ_VIEW and DEPLOY_GCS_BUCKET):"
+echo "Settings for deployments/deploy.sh (the views and bucket are in deployments/pipelines.yaml):"
 if [[ "$DRY_RUN" == 1 ]]; then
   echo "+ $PYTHON deployments/check_pool.py $POOL"
 else

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build and push the image, then create or update the three deployments of prefect.yaml.
+# Check the catalog, build and push the image, then create or update every deployment of
+# prefect.yaml (two per pipeline of deployments/pipelines.yaml, one backfill).
 #   export DEPLOY_IMAGE_REPOSITORY=... DEPLOY_TASK_ROLE_ARN=... (see deployments/README.md)
 #   deployments/deploy.sh
 # Needs: a Prefect profile pointing at your workspace/server, Docker, and `docker login` to the
@@ -19,4 +20,5 @@ if [[ -z "${DEPLOY_IMAGE_TAG:-}" ]]; then
 fi
 
 bash deployments/check_env.sh
+python -m flows catalog check # again as prefect.yaml's build step; here it fails before Prefect starts
 prefect --no-prompt deploy --all "$@"

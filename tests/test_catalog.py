@@ -6,6 +6,11 @@ Pure: no server. `test_deploy.py` deploys the rendered prefect.yaml to a Prefect
 from __future__ import annotations
 
 import copy
+import os
+import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -260,3 +265,72 @@ def test_the_pipelines_command_lists_each_view_and_datasource(
     for pipeline in catalog.load().pipelines:
         assert pipeline.name in out
         assert pipeline.config.bigquery.view in out
+
+
+# -- the documented catalog and its commands ---------------------------------------------------
+
+
+def _yaml_blocks(markdown: Path) -> list[str]:
+    return [block.split("```", 1)[0] for block in markdown.read_text().split("```yaml\n")[1:]]
+
+
+def test_the_readmes_entry_is_the_committed_catalogs() -> None:
+    (block,) = _yaml_blocks(REPO / "README.md")
+    (entry,) = yaml.safe_load(block)
+    committed = yaml.safe_load((REPO / "deployments" / "pipelines.yaml").read_text())
+    assert entry in committed["pipelines"]
+
+
+def test_the_entry_deployments_readme_adds_is_a_valid_fourth_pipeline() -> None:
+    (block,) = _yaml_blocks(REPO / "deployments" / "README.md")
+    document = yaml.safe_load((REPO / "deployments" / "pipelines.yaml").read_text())
+    document["pipelines"] += yaml.safe_load(block)["pipelines"]
+
+    added = catalog.parse(document).get("devices")
+
+    assert added.config.bigquery.view == "ad-mart-prod.ads_mart.v_device_daily"
+    assert added.config.lookback_days == 28  # the defaults'
+
+
+def _inline_commands(markdown: Path, prefix: str) -> list[str]:
+    """Commands starting with `prefix` in the markdown's bash blocks and inline code."""
+    text = markdown.read_text()
+    found = re.findall(r"^(" + re.escape(prefix) + r"[^#\n`]*)", text, flags=re.MULTILINE)
+    found += re.findall(r"`(" + re.escape(prefix) + r"[^`]*)`", text)
+    return sorted({" ".join(command.split()) for command in found})
+
+
+@pytest.mark.subprocess
+def test_the_documented_catalog_commands_work_verbatim(tmp_path: Path) -> None:
+    commands = _inline_commands(REPO / "README.md", "python -m flows catalog")
+    commands += _inline_commands(REPO / "deployments" / "README.md", "python -m flows catalog")
+    assert set(commands) == {"python -m flows catalog check", "python -m flows catalog render"}
+    # In a copy of the project's two files: render writes prefect.yaml in the working directory.
+    shutil.copy(REPO / "prefect.yaml", tmp_path / "prefect.yaml")
+    edited = tmp_path / "pipelines.yaml"
+    edited.write_text(
+        (REPO / "deployments" / "pipelines.yaml")
+        .read_text()
+        .replace("schedule_hour: 7", "schedule_hour: 8")
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "PYTHON"))}
+    env |= {
+        "PATH": f"{Path(sys.executable).parent}:{env['PATH']}",
+        "PIPELINES_CATALOG": str(edited),
+    }
+
+    def run(command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True
+        )
+
+    stale = run("python -m flows catalog check")
+    assert stale.returncode == 1, stale.stderr
+    assert "do not match" in stale.stderr
+    rendered = run("python -m flows catalog render")
+    assert rendered.returncode == 0, rendered.stderr
+    assert "7 deployments (rewritten)" in rendered.stdout
+    assert 'cron: "0 8 * * *"' in (tmp_path / "prefect.yaml").read_text()
+    fresh = run("python -m flows catalog check")
+    assert fresh.returncode == 0, fresh.stderr
+    assert "catalog OK: 3 pipeline(s)" in fresh.stdout

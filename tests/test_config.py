@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from flows.bigquery import quote_view
-from flows.config import BUCKET_NAME, PipelineConfig, split_view
+from flows.config import PipelineConfig
 from flows.errors import ConfigError
 
 
@@ -103,51 +101,3 @@ def test_a_domain_scoped_project_is_refused_saying_it_is_not_supported_and_why()
 def test_a_bucket_name_with_a_scheme_is_refused() -> None:
     with pytest.raises(ValidationError, match=r"gcs.bucket 'gs://b-1' is not a valid bucket"):
         PipelineConfig.model_validate(_config(gcs__bucket="gs://b-1"))
-
-
-_CHECK_ENV = Path(__file__).parents[1] / "deployments" / "check_env.sh"
-
-
-def _shell_rule(name: str) -> str:
-    """The bash regex deployments/check_env.sh checks the variable `name` against."""
-    match = re.search(rf"require {name} '([^']+)'", _CHECK_ENV.read_text())
-    assert match, f"{name} is not checked by check_env.sh"
-    return match.group(1)
-
-
-def _bash_matches(value: str, regex: str) -> bool:
-    script = '[[ "$1" =~ $2 ]]'
-    return subprocess.run(["bash", "-c", script, "-", value, regex], check=False).returncode == 0
-
-
-@pytest.mark.subprocess
-@pytest.mark.parametrize(
-    "view",
-    [
-        "ad-mart-prod.ads_mart.v_daily_ads",
-        "ad-mart-prod.ads_mart.v-daily",
-        "example.com:my-project.mart.view",
-        "Ad-mart-prod.ads_mart.v",
-        "ad-mart-prod.ads-mart.v",
-        "ad-mart-prod.ads_mart",
-        "ad-mart-prod.ads_mart.v.x",
-        "adm.ads_mart.v",
-        "ad-mart-prod-.ads_mart.v",
-    ],
-)
-def test_the_deploy_check_and_the_config_agree_on_views(view: str) -> None:
-    try:
-        split_view(view)
-        accepted = True
-    except ValueError:
-        accepted = False
-    assert _bash_matches(view, _shell_rule("DEPLOY_BQ_VIEW")) == accepted
-
-
-@pytest.mark.subprocess
-@pytest.mark.parametrize(
-    "bucket", ["ad-mart-staging", "a.b_c-d", "Ad-mart", "-ab", "ab", "a" * 223]
-)
-def test_the_deploy_check_and_the_config_agree_on_buckets(bucket: str) -> None:
-    accepted = BUCKET_NAME.fullmatch(bucket) is not None
-    assert _bash_matches(bucket, _shell_rule("DEPLOY_GCS_BUCKET")) == accepted

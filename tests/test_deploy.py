@@ -1,5 +1,7 @@
 """`prefect deploy --all` of the real prefect.yaml against a local server and an ECS pool.
 
+prefect.yaml's deployments are rendered from the catalog, deployments/pipelines.yaml (3
+pipelines): each gets a scheduled daily and a per-date deployment, and one backfill serves all.
 The deploy runs as users run it: a `prefect --no-prompt deploy --all` subprocess in the repo,
 including prefect.yaml's build and push steps, whose docker-py client talks to a fake Docker
 Engine on loopback (`DOCKER_HOST`). The pool has type `ecs` (`ecs:push` exists only in Prefect
@@ -7,8 +9,8 @@ Cloud; same template) and the template of `deployments/ecs_job_template.py`: pre
 plus one variable. Deployments are read back with the Prefect client.
 
 The server is the session's `prefect_server`: the CLI needs only an API URL, and the flow tests'
-backfill deploys under its own name (`per-date-local`), so nothing here overwrites theirs. What
-is read back is filtered to this module's deployments and pools.
+backfill deploys its own pipeline (`local-ads`), so nothing here overwrites theirs. What is read
+back is filtered to this module's deployments and pools.
 """
 
 from __future__ import annotations
@@ -26,13 +28,19 @@ import jsonschema
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterDeploymentId,
+    WorkPoolFilter,
+    WorkPoolFilterName,
+)
 from prefect.client.schemas.objects import ConcurrencyLimitStrategy
 from prefect.client.schemas.responses import DeploymentResponse
 from prefect.settings import PREFECT_API_URL
 from prefect_aws.workers.ecs_worker import ECSJobConfiguration, ECSWorker
 
 from deployments.ecs_job_template import EPHEMERAL_STORAGE_VARIABLE, ecs_base_job_template
+from flows import catalog
 from flows.config import PipelineConfig
 from standins.docker import FakeDockerEngine
 from tests import dockerfile
@@ -52,12 +60,13 @@ DEPLOY_ENV: dict[str, str] = {
     "DEPLOY_EXECUTION_ROLE_ARN": "arn:aws:iam::123456789012:role/PrefectEcsTaskExecutionRole",
     "DEPLOY_ECS_CLUSTER": "prefect-ecs-cluster",
     "DEPLOY_VPC_ID": "vpc-0123456789abcdef0",
-    "DEPLOY_BQ_VIEW": "ad-mart-prod.ads_mart.v_daily_ads",
-    "DEPLOY_GCS_BUCKET": "ad-mart-prod-tableau-staging",
 }
-DAILY = "bq-view-to-tableau/daily"
-PER_DATE = "bq-view-to-tableau/per-date"
-BACKFILL = "bq-view-to-tableau-backfill/backfill"
+CATALOG = catalog.load(REPO / "deployments" / "pipelines.yaml")
+PIPELINES = {p.name: p for p in CATALOG.pipelines}
+DAILY = {p.name: f"bq-view-to-tableau/{p.daily_deployment}" for p in CATALOG.pipelines}
+PER_DATE = {p.name: p.per_date_deployment for p in CATALOG.pipelines}
+BACKFILL = catalog.BACKFILL_DEPLOYMENT
+ALL = [*DAILY.values(), *PER_DATE.values(), BACKFILL]
 
 
 @dataclass
@@ -133,17 +142,33 @@ def deployed(
     result = _deploy(api_url, docker_engine, home, DEPLOY_ENV, ("deployments/deploy.sh",))
     assert result.returncode == 0, f"deploy failed:\n{result.stdout}\n{result.stderr}"
     assert "deploy settings OK" in result.stdout
+    assert "catalog OK: 3 pipeline(s)" in result.stdout  # the build step checked the catalog
     with get_client(sync_client=True) as client:
-        deployments = {
-            name: client.read_deployment_by_name(name) for name in (DAILY, PER_DATE, BACKFILL)
-        }
+        deployments = {name: client.read_deployment_by_name(name) for name in ALL}
     return Deployed(result, deployments, pool_variables)
+
+
+def test_the_catalog_of_three_pipelines_deploys_two_deployments_each_and_one_backfill(
+    deployed: Deployed,
+) -> None:
+    assert len(PIPELINES) == 3
+    with get_client(sync_client=True) as client:
+        ours = client.read_deployments(
+            work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[POOL]))
+        )
+    assert sorted(f"{d.flow_id}/{d.name}" for d in ours) == sorted(
+        f"{deployed.deployments[name].flow_id}/{name.split('/')[1]}" for name in ALL
+    )
+    for name, pipeline in PIPELINES.items():
+        for deployment in (deployed.deployments[DAILY[name]], deployed.deployments[PER_DATE[name]]):
+            assert f"pipeline:{name}" in deployment.tags
+            assert pipeline.config.bigquery.view in (deployment.description or "")
 
 
 def test_deploy_builds_and_pushes_the_image_once_for_all_deployments(
     deployed: Deployed, docker_engine: FakeDockerEngine
 ) -> None:
-    # Three deployments share one build step; prefect-docker's step cache makes it one build.
+    # Seven deployments share one build step; prefect-docker's step cache makes it one build.
     assert len(docker_engine.builds) == 1
     build = docker_engine.builds[0]
     assert build.query["dockerfile"] == "Dockerfile"
@@ -158,7 +183,10 @@ def test_build_context_holds_what_the_dockerfile_copies_and_nothing_else(
     deployed: Deployed, docker_engine: FakeDockerEngine
 ) -> None:
     files = set(docker_engine.builds[0].files)
-    allowed = ("Dockerfile", ".dockerignore", "pyproject.toml", "uv.lock", "flows/", "blocks/")
+    allowed = (
+        *("Dockerfile", ".dockerignore", "pyproject.toml", "uv.lock", "flows/", "blocks/"),
+        "deployments/pipelines.yaml",  # the command line in the image reads the catalog
+    )
     strays = sorted(f for f in files if not f.startswith(allowed))
     assert not strays, f".dockerignore lets these into the build context: {strays[:10]}"
     assert not [f for f in files if "__pycache__" in f or f.endswith(".pyc")]
@@ -175,20 +203,31 @@ def test_build_context_holds_what_the_dockerfile_copies_and_nothing_else(
     assert "blocks/__init__.py" in files
 
 
-def test_daily_runs_at_six_in_tokyo_and_the_others_are_unscheduled(deployed: Deployed) -> None:
-    daily = deployed.deployments[DAILY]
-    assert len(daily.schedules) == 1
-    schedule = daily.schedules[0]
+@pytest.mark.parametrize(
+    ("name", "cron"), [("campaigns", "0 6 * * *"), ("conversions", "0 7 * * *")]
+)
+def test_each_daily_runs_at_its_pipelines_hour_in_tokyo_and_the_others_are_unscheduled(
+    deployed: Deployed, name: str, cron: str
+) -> None:
+    daily = deployed.deployments[DAILY[name]]
+    (schedule,) = daily.schedules
     assert schedule.active
-    assert schedule.schedule.cron == "0 6 * * *"
+    assert schedule.schedule.cron == cron == PIPELINES[name].cron
     assert schedule.schedule.timezone == "Asia/Tokyo"
     # "Yesterday" is taken in the config's zone: it must be the schedule's.
     assert PipelineConfig.model_validate(daily.parameters["config"]).timezone == "Asia/Tokyo"
-    assert deployed.deployments[PER_DATE].schedules == []
+    assert deployed.deployments[PER_DATE[name]].schedules == []
     assert deployed.deployments[BACKFILL].schedules == []
 
 
-@pytest.mark.parametrize(("name", "limit"), [(DAILY, 1), (PER_DATE, 3), (BACKFILL, 1)])
+@pytest.mark.parametrize(
+    ("name", "limit"),
+    [
+        *((name, 1) for name in DAILY.values()),
+        *((name, 3) for name in PER_DATE.values()),
+        (BACKFILL, 1),
+    ],
+)
 def test_concurrency_limits_queue_instead_of_cancelling(
     deployed: Deployed, name: str, limit: int
 ) -> None:
@@ -200,8 +239,8 @@ def test_concurrency_limits_queue_instead_of_cancelling(
 
 
 def test_entrypoints_and_pull_step_match_the_image(deployed: Deployed) -> None:
-    assert deployed.deployments[DAILY].entrypoint == "flows/daily.py:daily_refresh"
-    assert deployed.deployments[PER_DATE].entrypoint == "flows/daily.py:daily_refresh"
+    for name in [*DAILY.values(), *PER_DATE.values()]:
+        assert deployed.deployments[name].entrypoint == "flows/daily.py:daily_refresh"
     assert deployed.deployments[BACKFILL].entrypoint == "flows/backfill.py:backfill"
     workdir = dockerfile.parse()[-1].ops("WORKDIR")[-1].args[0]
     for deployment in deployed.deployments.values():
@@ -211,38 +250,52 @@ def test_entrypoints_and_pull_step_match_the_image(deployed: Deployed) -> None:
         assert (REPO / deployment.entrypoint.split(":")[0]).is_file()
 
 
-def test_parameters_are_a_valid_pipeline_config(deployed: Deployed) -> None:
-    for deployment in deployed.deployments.values():
-        assert deployment.enforce_parameter_schema
-        config = PipelineConfig.model_validate(deployment.parameters["config"])
-        assert config.bigquery.view == DEPLOY_ENV["DEPLOY_BQ_VIEW"]
-        assert config.gcs.bucket == DEPLOY_ENV["DEPLOY_GCS_BUCKET"]
-        assert config.tableau.mode == "replace_date"  # the only mode that is safe to rerun
-    # The daily run's date comes from its schedule: no fixed run_date.
-    assert "run_date" not in deployed.deployments[DAILY].parameters
-    assert "run_date" not in deployed.deployments[PER_DATE].parameters
-    # The backfill starts the per-date deployment by its full name.
-    assert deployed.deployments[BACKFILL].parameters["deployment_name"] == PER_DATE
+def test_parameters_are_each_pipelines_config_from_the_catalog(deployed: Deployed) -> None:
+    for name, pipeline in PIPELINES.items():
+        for deployment in (deployed.deployments[DAILY[name]], deployed.deployments[PER_DATE[name]]):
+            assert deployment.enforce_parameter_schema
+            config = PipelineConfig.model_validate(deployment.parameters["config"])
+            assert config == pipeline.config
+            assert config.name == name
+            assert config.tableau.mode == "replace_date"  # the only mode that is safe to rerun
+            # The daily run's date comes from its schedule: no fixed run_date.
+            assert "run_date" not in deployment.parameters
+    # The overrides of the catalog's entries reached their own deployments only.
+    conversions = PipelineConfig.model_validate(
+        deployed.deployments[PER_DATE["conversions"]].parameters["config"]
+    )
+    assert conversions.bigquery.date_column == "conversion_date"
+    assert conversions.tableau.project == "Marketing/Conversions"
+    budgets = PipelineConfig.model_validate(
+        deployed.deployments[DAILY["budgets"]].parameters["config"]
+    )
+    assert (budgets.lookback_days, budgets.gcs.empty_day) == (1, "allow")
+    assert budgets.bigquery.max_bytes_billed == 1024**3
+    # The backfill is told the pipeline per run: no fixed parameters.
+    assert deployed.deployments[BACKFILL].parameters == {}
 
 
 def test_custom_run_form_starts_with_a_plain_date_picker(deployed: Deployed) -> None:
     # The UI orders fields by `position` and shows `format: date` as a date picker; a schema
     # without `anyOf`/null has no "None" toggle. A rerun is then "pick a date, Submit".
-    for name in (PER_DATE, DAILY):
+    for name in (PER_DATE["campaigns"], DAILY["campaigns"]):
         properties = deployed.deployments[name].parameter_openapi_schema["properties"]
         field = min(properties.values(), key=lambda p: p["position"])
         assert field["title"] == "run_date"
         assert (field["type"], field["format"]) == ("string", "date")
         assert "anyOf" not in field and "custom run must pick it" in field["description"]
-    run_date = deployed.deployments[PER_DATE].parameter_openapi_schema["properties"]["run_date"]
+    per_date = deployed.deployments[PER_DATE["campaigns"]]
+    run_date = per_date.parameter_openapi_schema["properties"]["run_date"]
     jsonschema.validate("2026-11-20", run_date)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(20261120, run_date)
-    # The backfill's range and list are each optional: their null toggles stay, so a form that
-    # fills only one of them is still valid. The range comes first.
+    # The backfill's form asks for the pipeline first; its range and list are each optional:
+    # their null toggles stay, so a form that fills only one of them is still valid.
     backfill = deployed.deployments[BACKFILL].parameter_openapi_schema
-    first = min(backfill["properties"], key=lambda n: backfill["properties"][n]["position"])
-    assert first == "start"
+    order = sorted(backfill["properties"], key=lambda n: backfill["properties"][n]["position"])
+    assert order[:2] == ["pipeline", "start"]
+    assert backfill["required"] == ["pipeline"]
+    assert "name in the catalog" in backfill["properties"]["pipeline"]["description"]
     jsonschema.validate(
         {"start": None, "end": None, "dates": ["2026-11-03"]},
         {"properties": {k: backfill["properties"][k] for k in ("start", "end", "dates")}},
@@ -250,7 +303,7 @@ def test_custom_run_form_starts_with_a_plain_date_picker(deployed: Deployed) -> 
 
 
 def test_a_custom_run_offers_the_window_and_force_described(deployed: Deployed) -> None:
-    properties = deployed.deployments[PER_DATE].parameter_openapi_schema["properties"]
+    properties = deployed.deployments[PER_DATE["campaigns"]].parameter_openapi_schema["properties"]
     lookback, force = properties["lookback_days"], properties["force"]
     assert "only the dates BigQuery restated" in lookback["description"]
     assert "Republish every date of the window" in force["description"]
@@ -274,7 +327,7 @@ def test_job_variables_are_all_declared_by_the_pool_template(deployed: Deployed)
         jsonschema.validate(deployment.job_variables, schema)
 
 
-@pytest.mark.parametrize("name", [DAILY, PER_DATE, BACKFILL])
+@pytest.mark.parametrize("name", [DAILY["campaigns"], PER_DATE["budgets"], BACKFILL])
 def test_job_variables_render_into_the_ecs_task(deployed: Deployed, name: str) -> None:
     """Render the pool template with the deployment's variables as the ECS worker does."""
     deployment = deployed.deployments[name]
@@ -317,10 +370,36 @@ def test_deploy_without_an_image_repository_fails_before_building(
     assert result.returncode != 0, output
     assert "DEPLOY_IMAGE_REPOSITORY is not set" in output
     assert len(docker_engine.builds) == builds_before  # nothing built or pushed
+    _assert_not_redeployed()
+
+
+def _assert_not_redeployed() -> None:
     with get_client(sync_client=True) as client:
-        for name in (DAILY, PER_DATE, BACKFILL):
+        for name in ALL:
             image = client.read_deployment_by_name(name).job_variables["image"]
             assert image.endswith(":3f2a9c1"), f"{name} was redeployed with image {image!r}"
+
+
+def test_deploy_of_a_catalog_edited_since_the_render_fails_before_building(
+    deployed: Deployed,
+    api_url: str,
+    docker_engine: FakeDockerEngine,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    edited = tmp_path_factory.mktemp("catalog") / "pipelines.yaml"
+    text = (REPO / "deployments" / "pipelines.yaml").read_text()
+    edited.write_text(text.replace("schedule_hour: 7", "schedule_hour: 8"))
+    builds_before = len(docker_engine.builds)
+    env = {**DEPLOY_ENV, "DEPLOY_IMAGE_TAG": "never-deployed", "PIPELINES_CATALOG": str(edited)}
+
+    result = _deploy(api_url, docker_engine, tmp_path_factory.mktemp("home"), env)
+
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert "deployments do not match" in output
+    assert "run `python -m flows catalog render`" in output
+    assert len(docker_engine.builds) == builds_before
+    _assert_not_redeployed()
 
 
 def test_check_pool_prints_the_pool_defaults_as_exports(
@@ -390,10 +469,11 @@ def test_the_readmes_run_and_backfill_commands_work_verbatim(
     for run in runs:
         name = next(n for n, d in deployed.deployments.items() if d.id == run.deployment_id)
         by_deployment.setdefault(name, []).append(run.parameters)
-    (rerun,) = by_deployment[PER_DATE]
+    (rerun,) = by_deployment[PER_DATE["campaigns"]]
     assert rerun["run_date"] == "2026-11-20"
-    assert PipelineConfig.model_validate(rerun["config"])  # the deployment's own config
+    assert PipelineConfig.model_validate(rerun["config"]) == PIPELINES["campaigns"].config
     ranges = sorted(by_deployment[BACKFILL], key=lambda p: "dates" in p)
+    assert {r["pipeline"] for r in ranges} == {"campaigns"}
     assert (ranges[0]["start"], ranges[0]["end"]) == ("2026-11-01", "2026-11-07")
     assert ranges[1]["dates"] == ["2026-11-03", "2026-11-05"]
     assert (ranges[1]["max_concurrency"], ranges[1]["dry_run"]) == (2, True)

@@ -91,8 +91,6 @@ def test_check_env_names_each_missing_variable(name: str) -> None:
         ("DEPLOY_EXECUTION_ROLE_ARN", "PrefectEcsTaskExecutionRole"),
         ("DEPLOY_AWS_REGION", "tokyo"),
         ("DEPLOY_VPC_ID", "0123456789abcdef0"),
-        ("DEPLOY_BQ_VIEW", "ads_mart.v_daily_ads"),
-        ("DEPLOY_GCS_BUCKET", "gs://ad-mart-prod-tableau-staging"),
     ],
 )
 @pytest.mark.subprocess

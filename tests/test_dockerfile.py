@@ -121,6 +121,7 @@ def test_flow_image_is_the_default_target_non_root_with_only_runtime_code() -> N
         ("build", ["/opt/venv", "/opt/venv"]),
         ("build", ["/app/flows", "./flows/"]),
         ("build", ["/app/blocks", "./blocks/"]),
+        (None, ["deployments/pipelines.yaml", "./deployments/"]),  # the catalog, from the context
     ]
     _assert_runs_as_non_root(final)
     assert final.ops("WORKDIR")[-1].args == ["/app"]
@@ -298,6 +299,25 @@ import standins  # must not be in the image
         cwd=tmp_path,
     )
     assert listed.stdout.strip().endswith("ok"), listed.stderr
+
+
+@pytest.mark.subprocess
+def test_the_command_line_in_the_flow_image_finds_the_catalog(
+    flow_image: ImageEnv, tmp_path: Path
+) -> None:
+    # The last stage copies the catalog from the build context beside the code.
+    for copy in dockerfile.parse()[-1].ops("COPY"):
+        if "from" not in copy.flags:
+            *sources, dest = copy.args
+            for source in sources:
+                (flow_image.app / dest).mkdir(parents=True, exist_ok=True)
+                shutil.copy(REPO / source, flow_image.app / dest)
+    python = str(flow_image.venv / "bin" / "python")
+
+    result = flow_image.run(python, "-I", "-m", "flows", "pipelines", cwd=tmp_path)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"3 pipeline(s) in {flow_image.app}/deployments/pipelines.yaml" in result.stdout
 
 
 @pytest.mark.subprocess
