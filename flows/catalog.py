@@ -215,7 +215,8 @@ def _pipeline(
     try:
         config = PipelineConfig.model_validate(settings)
     except ValidationError as exc:
-        return None, [f"{label}: {_describe(error)}" for error in exc.errors()]
+        given = {path: key for key, path in OVERRIDES.items() if key in entry}
+        return None, [f"{label}: {_describe(error, given)}" for error in exc.errors()]
     return Pipeline(
         str(name), config, schedule_hour, minute, str(entry.get("description") or "")
     ), []
@@ -277,9 +278,13 @@ def _unknown(mapping: Mapping[Any, Any], allowed: tuple[str, ...], label: str) -
     return problems
 
 
-def _describe(error: Mapping[str, Any]) -> str:
-    """A pydantic error as `key.path: message`, in the catalog's own words where they differ."""
-    path = ".".join(str(part) for part in error["loc"])
+def _describe(error: Mapping[str, Any], given: Mapping[tuple[str, ...], str]) -> str:
+    """A pydantic error as `key.path: message`, naming the entry's own key when the entry set
+    it (`view (bigquery.view): ...`), in the catalog's words where they differ."""
+    loc = tuple(str(part) for part in error["loc"])
+    path = ".".join(loc)
+    if loc in given and given[loc] != path:
+        path = f"{given[loc]} ({path})"
     message = str(error["msg"]).removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         message = "unknown setting (see the configuration reference in README.md)"

@@ -107,7 +107,7 @@ def test_an_entry_is_its_defaults_with_its_overrides() -> None:
             [("pipelines.1.datasource", "camp"), ("pipelines.1.project", "marketing/ads/")],
             "pipelines 'campaigns' and 'devices' both write Tableau datasource",
         ),
-        ([("pipelines.0.view", "ads_mart.v_campaign")], "must be fully qualified"),
+        ([("pipelines.0.view", "ads_mart.v_campaign")], "view (bigquery.view): bigquery.view"),
         ([("pipelines.0.view", "Ad-Mart.ads.v")], "'Ad-Mart' is not a valid BigQuery project id"),
         ([("pipelines.1.date_column", "day; DROP")], "is not a valid column name"),
         ([("pipelines.0.name", "Campaigns")], "name 'Campaigns' must be 2-40 lowercase"),
