@@ -148,6 +148,8 @@ def note_retries_spent(exc: Exception, step: str, retries: int) -> None:
         exc.add_note(verdict)
 
 
-def _first_line(exc: BaseException) -> str:
+def _first_line(exc: BaseException, limit: int = 300) -> str:
     text = str(exc).strip().splitlines()
-    return text[0][:300] if text else "(no message)"
+    if not text:
+        return "(no message)"
+    return text[0] if len(text[0]) <= limit else text[0][:limit].rstrip() + "…"

@@ -19,6 +19,8 @@ from typing import Any, Final
 from google.cloud import bigquery
 
 VIEW_NAME: Final = "ad_performance_daily"
+CAMPAIGN_VIEW_NAME: Final = "campaign_performance_daily"
+"""A second view of the mart, per date and campaign: a second pipeline's source."""
 TABLE_NAME: Final = "ad_performance"
 
 _CAMPAIGNS: Final = (
@@ -54,6 +56,18 @@ _VIEW_SQL: Final = (
 )
 
 
+# Marts aggregate: the campaign view sums the day's ads per campaign (NUMERIC stays NUMERIC).
+# The integer sums are cast back to INT64: BigQuery's SUM(INT64) is INT64, but the local
+# emulator exports it as a DOUBLE while its dry run says INT64, which the preflight would
+# rightly call drift on the second run.
+_CAMPAIGN_VIEW_SQL: Final = (
+    "SELECT date, campaign_id, campaign_name, CAST(SUM(impressions) AS INT64) AS impressions, "
+    "CAST(SUM(clicks) AS INT64) AS clicks, SUM(cost) AS cost, "
+    "CAST(SUM(conversions) AS INT64) AS conversions, SUM(conversion_value) AS conversion_value, "
+    "CAST(COUNT(*) AS INT64) AS ads FROM `{table}` GROUP BY date, campaign_id, campaign_name"
+)
+
+
 # The view's derived columns and the source columns they read (the others read themselves).
 _VIEW_SOURCES: Final = {"ctr": ("clicks", "impressions")}
 # Logical bytes per non-NULL value, BigQuery's data size calculation
@@ -76,6 +90,7 @@ class SeededMart:
     table: str  # project.dataset_src.table behind the view
     dates: tuple[date, ...]
     rows_per_day: int
+    campaign_view: str = ""  # project.dataset.campaign_performance_daily, over the same table
 
 
 def ad_rows(dates: Sequence[date], rows_per_day: int) -> list[dict[str, Any]]:
@@ -121,7 +136,8 @@ def seed_ad_datamart(
     *,
     location: str = "US",
 ) -> SeededMart:
-    """Create `<dataset>_src.ad_performance` with the rows, and the view over it in `<dataset>`.
+    """Create `<dataset>_src.ad_performance` with the rows, and the two views over it in
+    `<dataset>`: `ad_performance_daily` (one row per ad) and `campaign_performance_daily`.
 
     Replaces an earlier seed of the same datasets, so it can be called again.
     """
@@ -141,7 +157,17 @@ def seed_ad_datamart(
     view = bigquery.Table(view_id)
     view.view_query = _VIEW_SQL.format(table=table_id)
     client.create_table(view)
-    return SeededMart(view=view_id, table=table_id, dates=tuple(dates), rows_per_day=rows_per_day)
+    campaign_view_id = f"{project}.{dataset}.{CAMPAIGN_VIEW_NAME}"
+    campaign_view = bigquery.Table(campaign_view_id)
+    campaign_view.view_query = _CAMPAIGN_VIEW_SQL.format(table=table_id)
+    client.create_table(campaign_view)
+    return SeededMart(
+        view=view_id,
+        table=table_id,
+        dates=tuple(dates),
+        rows_per_day=rows_per_day,
+        campaign_view=campaign_view_id,
+    )
 
 
 def scanned_bytes(

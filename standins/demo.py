@@ -1,11 +1,13 @@
-"""The local demo: the real daily flow, twice for the same day, on local stand-ins.
+"""The local demo: the real daily flow of two pipelines, twice for the same day, on stand-ins.
 
     ./dev demo            (or: uv run python -m standins.demo)
 
 It starts every stand-in on 127.0.0.1 (`standins.stack`), saves the two blocks to Prefect's
-embedded server (state kept in .demo/prefect), runs `daily_refresh` for two days, reruns the
-later one, and prints the rows per date in the Tableau datasource before and after the rerun.
-Nothing in flows/ or blocks/ knows it is a demo: only the configuration points at loopback.
+embedded server (state kept in .demo/prefect), and, for each pipeline of the local catalog
+(standins/pipelines.yaml: two views of one ad mart, each into its own Tableau datasource), runs
+`daily_refresh` for two days and reruns the later one; then it prints the rows per date of each
+datasource before and after the rerun. Nothing in flows/ or blocks/ knows it is a demo: only
+the configuration points at loopback.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     _quiet_offline_noise()
 
-    from standins.stack import DATASOURCE, TABLEAU_PROJECT, local_stack
+    from standins.stack import local_stack
 
     today = datetime.now(ZoneInfo("Asia/Tokyo")).date()
     yesterday = today - timedelta(days=1)
@@ -60,21 +62,33 @@ def main(argv: list[str] | None = None) -> int:
             from flows.daily import daily_refresh
 
             stack.save_blocks()
-            config = stack.pipeline_config(work_dir=data_dir / "work")
-            print(f"Seeded {stack.view}: {args.rows_per_day} rows on each of {len(days)} days")
+            pipelines = stack.catalog().pipelines
+            print(
+                f"Seeded {stack.project}.ads_mart: {args.rows_per_day} ad rows on each of "
+                f"{len(days)} days; {len(pipelines)} pipelines in standins/pipelines.yaml"
+            )
+            ok, rerun = True, None
+            for pipeline in pipelines:
+                config = stack.catalog_config(pipeline.name, work_dir=data_dir / "work")
+                datasource = config.tableau.datasource
+                print(
+                    f"\n=== Pipeline {pipeline.name}: {config.bigquery.view} -> {pipeline.target}"
+                )
+                for day in (days[1], yesterday):
+                    print(f"\n== Daily run for {day} ==")
+                    daily_refresh(config=config, run_date=day)
+                before = stack.tableau.rows_by_date(datasource)
 
-            for day in (days[1], yesterday):
-                print(f"\n== Daily run for {day} ==")
-                daily_refresh(config=config, run_date=day)
-            before = stack.tableau.rows_by_date(DATASOURCE)
+                print(f"\n== Rerun of {yesterday} (as from the UI: same date again) ==")
+                rerun = daily_refresh(config=config, run_date=yesterday, return_state=True)
+                after = stack.tableau.rows_by_date(datasource)
+                _print_summary(before, after, pipeline.target)
+                ok = ok and before == after and rerun.is_completed()
 
-            print(f"\n== Rerun of {yesterday} (as from the UI: same date again) ==")
-            rerun = daily_refresh(config=config, run_date=yesterday, return_state=True)
-            after = stack.tableau.rows_by_date(DATASOURCE)
-
-            _print_summary(before, after, f"{TABLEAU_PROJECT}/{DATASOURCE}")
+            _print_where_to_look()
+            assert rerun is not None
             _print_run_logs(rerun)
-            return 0 if before == after and rerun.is_completed() else 1
+            return 0 if ok else 1
     finally:
         if not args.keep:
             shutil.rmtree(data_dir, ignore_errors=True)
@@ -87,11 +101,14 @@ def _print_summary(before: dict[date, int], after: dict[date, int], datasource: 
         print(f"  {day.isoformat():<12}{before.get(day, 0):>14,}{after.get(day, 0):>14,}")
     verdict = "no duplicates, nothing lost" if before == after else "MISMATCH"
     print(f"  -> the rerun replaced the day: {verdict}")
+
+
+def _print_where_to_look() -> None:
     home = os.environ["PREFECT_HOME"]
     prefect_cli = Path(sys.executable).parent / "prefect"  # the synced venv's own CLI
     print(
-        "\nEach run left a markdown report ('run-report') and the datasource's history table\n"
-        f"('ad-performance-daily-history') as Prefect artifacts, stored in {home}.\n"
+        "\nEach run left a markdown report ('run-report') and its datasource's history table\n"
+        f"(e.g. 'ad-performance-daily-history') as Prefect artifacts, stored in {home}.\n"
         "See them in the Prefect UI:\n"
         f"  PREFECT_HOME={home} {prefect_cli} server start   # then open http://127.0.0.1:4200\n"
         "  (Runs -> a run -> Artifacts, or the Artifacts page)"

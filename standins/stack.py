@@ -3,8 +3,8 @@
 `local_stack()` starts moto (AWS STS), the ECS metadata endpoint, Google STS/IAM, the BigQuery
 and GCS emulators and the fake Tableau server, all on 127.0.0.1, seeds an ad data mart, and
 returns what a deployment would configure: the environment an ECS task sees, the credential
-configuration file Google's console produces (pointed at the fake STS/IAM), the blocks to save
-and a `PipelineConfig`. Only configuration differs from production; `flows/` and `blocks/` run
+configuration file Google's console produces (pointed at the fake STS/IAM), the blocks to save,
+the local catalog of pipelines (standins/pipelines.yaml) and their `PipelineConfig`s. Only configuration differs from production; `flows/` and `blocks/` run
 unchanged.
 """
 
@@ -18,9 +18,12 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Final
 
+import yaml
 from google.cloud import bigquery
 
 from blocks import AwsWorkloadIdentityCredentials, TableauServer
+from flows import catalog
+from flows.catalog import Catalog
 from flows.config import PipelineConfig
 from standins.aws import ACCOUNT_ID, REGION, TASK_ROLE, EcsMetadataServer, MotoAws
 from standins.datamart import TABLE_NAME, VIEW_NAME, seed_ad_datamart
@@ -37,6 +40,7 @@ POOL, PROVIDER = "aws-ecs", "ad-pipeline-task"
 TASK_ROLE_ARN: Final = f"arn:aws:sts::{ACCOUNT_ID}:assumed-role/{TASK_ROLE}"
 CREDENTIALS_BLOCK, TABLEAU_BLOCK = "local-wif", "local-tableau"
 TABLEAU_PROJECT, DATASOURCE = "Marketing/Ads", "ad_performance_daily"
+CATALOG: Final = Path(__file__).with_name("pipelines.yaml")
 
 
 def _real_clock() -> datetime:
@@ -116,6 +120,18 @@ class LocalStack:
         """Save both blocks to the current Prefect API, as deployments/ does in production."""
         self.credentials_block().save(CREDENTIALS_BLOCK, overwrite=True)
         self.tableau_block().save(TABLEAU_BLOCK, overwrite=True)
+
+    def catalog(self) -> Catalog:
+        """The local world's catalog (standins/pipelines.yaml), on this stack's emulator
+        project (the tests' emulator has its own)."""
+        text = CATALOG.read_text(encoding="utf-8").replace(f"{PROJECT}.", f"{self.project}.")
+        return catalog.parse(yaml.safe_load(text), source=str(CATALOG))
+
+    def catalog_config(self, name: str, work_dir: Path | None = None) -> PipelineConfig:
+        """Pipeline `name` of the local catalog, as a run here needs it: no date before the
+        seeded ones, and scratch space in `work_dir`."""
+        config = self.catalog().get(name).config
+        return config.model_copy(update={"earliest_date": min(self.dates), "work_dir": work_dir})
 
     def pipeline_config(self, work_dir: Path | None = None, **tableau: Any) -> PipelineConfig:
         return PipelineConfig.model_validate(
