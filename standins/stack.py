@@ -4,8 +4,8 @@
 and GCS emulators and the fake Tableau server, all on 127.0.0.1, seeds an ad data mart, and
 returns what a deployment would configure: the environment an ECS task sees, the credential
 configuration file Google's console produces (pointed at the fake STS/IAM), the blocks to save,
-the local catalog of pipelines (standins/pipelines.yaml) and their `PipelineConfig`s. Only configuration differs from production; `flows/` and `blocks/` run
-unchanged.
+the local catalog of pipelines (standins/pipelines.yaml) and their `PipelineConfig`s. Only
+configuration differs from production; `flows/` and `blocks/` run unchanged.
 """
 
 from __future__ import annotations
