@@ -421,3 +421,72 @@ def write_date_payload(
     except HyperException as exc:
         raise BuildError(f"Cannot write the update payload {path}: {_hyper_message(exc)}") from exc
     return path, int(stray or 0)
+
+
+@dataclass(frozen=True)
+class DateTotals:
+    """What an extract holds for one date: its rows and the sums of its numeric columns."""
+
+    rows: int
+    sums: dict[str, float]  # column -> SUM (0.0 when all NULL), for the columns the extract has
+
+
+def totals_by_date(
+    path: Path,
+    date_column: str,
+    numeric_columns: Sequence[str],
+    start: date,
+    end: date,
+    *,
+    log_dir: Path,
+) -> tuple[dict[date, DateTotals], tuple[str, ...]]:
+    """Count the rows and sum the numeric columns of each date from `start` to `end` of an
+    extract ("Extract"."Extract"), with Hyper's SQL; the file is opened read-only.
+
+    Returns:
+        The totals of each date that has rows, and the `numeric_columns` the extract lacks
+        (their sums cannot be compared).
+
+    Raises:
+        BuildError: the file has no "Extract"."Extract" table with `date_column`, or Hyper
+            failed to read it.
+    """
+    table = TableName(EXTRACT_SCHEMA, EXTRACT_TABLE)
+    try:
+        with (
+            HyperProcess(
+                Telemetry.DO_NOT_SEND_USAGE_DATA_TO_TABLEAU, parameters={"log_dir": str(log_dir)}
+            ) as hyper,
+            Connection(hyper.endpoint, str(path), CreateMode.NONE) as conn,
+        ):
+            if not conn.catalog.has_table(table):
+                raise BuildError(
+                    f"{path.name} has no table {table}: it is not an extract this pipeline "
+                    "published, so its rows cannot be counted."
+                )
+            present = {
+                str(c.name.unescaped) for c in conn.catalog.get_table_definition(table).columns
+            }
+            if date_column not in present:
+                raise BuildError(
+                    f"The published extract has no column {date_column!r} "
+                    "(bigquery.date_column), so its rows cannot be counted per date."
+                )
+            summed = [c for c in numeric_columns if c in present]
+            day = escape_name(date_column)
+            sums = "".join(f", SUM({escape_name(c)})" for c in summed)
+            rows = conn.execute_list_query(
+                f"SELECT {day}, COUNT(*){sums} FROM {table} "
+                f"WHERE {day} BETWEEN DATE {escape_string_literal(start.isoformat())} "
+                f"AND DATE {escape_string_literal(end.isoformat())} GROUP BY 1"
+            )
+    except HyperException as exc:
+        raise BuildError(f"Hyper could not read {path.name}: {_hyper_message(exc)}") from exc
+    totals = {
+        date(d.year, d.month, d.day): DateTotals(
+            rows=int(count),
+            sums={c: float(v or 0) for c, v in zip(summed, values, strict=True)},
+        )
+        for d, count, *values in rows
+    }
+    return totals, tuple(c for c in numeric_columns if c not in present)

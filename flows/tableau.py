@@ -28,11 +28,12 @@ from __future__ import annotations
 
 import io
 import logging
+import shutil
 import tempfile
 import uuid
 import zipfile
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -179,9 +180,31 @@ def _by_name(endpoint: object, name: str) -> Iterator[object]:
     return (item for item in tsc.Pager(endpoint, options) if item.name == name)
 
 
-def _resolve_project(
-    session: tsc.Server, config: TableauConfig, block: TableauServer
-) -> tsc.ProjectItem:
+class SignInError(PublishError):
+    """Tableau refused the sign-in or could not be reached for it: nothing was read or changed
+    (`python -m flows` tells this apart: a system it could not get an answer from)."""
+
+
+@contextmanager
+def _signed_in(block: TableauServer) -> Iterator[tsc.Server]:
+    """`block.sign_in()`, a failure to sign in raised as a SignInError (same message, same
+    retry verdict); errors of the calls made signed in pass unchanged."""
+    with ExitStack() as stack:
+        try:
+            session = stack.enter_context(block.sign_in())
+        except PublishError as exc:
+            raise SignInError(str(exc), retryable=exc.retryable) from None
+        yield session
+
+
+def _find_project(
+    session: tsc.Server, config: TableauConfig, block: TableauServer, *, create: bool
+) -> tuple[tsc.ProjectItem | None, str]:
+    """Walk the project path from the top; create missing parts when `create`.
+
+    Returns:
+        The project, or None and the first path that does not exist (without `create`).
+    """
     parts = [p.strip() for p in config.project.split("/") if p.strip()]
     parent_id: str | None = None
     project = None
@@ -193,18 +216,32 @@ def _resolve_project(
             ]
         if found:
             project = found[0]
-        elif config.create_project:
+        elif create:
             with translate_tableau_errors(f"create project {path!r}", block):
                 project = session.projects.create(tsc.ProjectItem(name, parent_id=parent_id))
             logger.info("Created Tableau project %r", path)
         else:
-            raise PublishError(
-                f"Tableau project {path!r} not found on site {block.site!r}. Create it, fix "
-                "tableau.project, or set tableau.create_project=true.",
-                retryable=False,
-            )
+            return None, path
         parent_id = project.id
     assert project is not None
+    return project, config.project
+
+
+def _project_not_found(path: str, block: TableauServer) -> PublishError:
+    return PublishError(
+        f"Tableau project {path!r} not found on site {block.site!r}. Create it, fix "
+        "tableau.project, or set tableau.create_project=true.",
+        retryable=False,
+    )
+
+
+def _resolve_project(
+    session: tsc.Server, config: TableauConfig, block: TableauServer
+) -> tsc.ProjectItem:
+    """The project, created if missing and `tableau.create_project` is set."""
+    project, missing = _find_project(session, config, block, create=config.create_project)
+    if project is None:
+        raise _project_not_found(missing, block)
     return project
 
 
@@ -366,10 +403,18 @@ class TargetCheck:
     datasource_name: str
     datasource_id: str | None  # None: the first publish will create the datasource
     columns_compared: int  # published columns compared with the view's; 0 when not compared
+    # A plan's check (`plan_only`): the first project of the path that is missing, which a run
+    # would create (tableau.create_project); None: the project exists.
+    project_to_create: str | None = None
 
     @property
     def verdict(self) -> str:
         """One line for logs and the run report."""
+        if self.project_to_create is not None:
+            return (
+                f"does not exist yet: a run would create project {self.project_to_create!r} "
+                "(tableau.create_project) and then the datasource"
+            )
         if self.datasource_id is None:
             return "does not exist yet; the first publish creates it"
         if self.columns_compared:
@@ -383,6 +428,7 @@ def check_target(
     columns: Sequence[tuple[str, str]],
     *,
     date_column: str,
+    plan_only: bool = False,
 ) -> TargetCheck:
     """Preflight: sign in, resolve (or create) the project, and compare the datasource's
     published columns with the extract-to-be, so that Tableau problems fail before the export.
@@ -392,16 +438,39 @@ def check_target(
         config: Project, datasource, mode, upsert keys.
         columns: (name, Hyper SQL type) the extract will have, from the view's dry-run schema.
         date_column: The DATE column that replace_date deletes by.
+        plan_only: Change nothing (`python -m flows plan`): a missing project that a run would
+            create is reported in `project_to_create` instead.
 
     Raises:
         ConfigError: The view lacks the date column or the upsert keys.
         SchemaDriftError: The view's columns differ from the datasource's (not in overwrite).
-        PublishError: The sign-in, the project or the REST version is refused, or the
-            token's publish slot stayed taken for `SLOT_WAIT_SECONDS`.
+        SignInError: Tableau refused the sign-in, or could not be reached.
+        PublishError: The project or the REST version is refused, or the token's publish
+            slot stayed taken for `SLOT_WAIT_SECONDS`.
     """
     _check_columns(columns, config, date_column, "view")
-    with _token_slot(block), block.sign_in() as session:
-        project = _resolve_project(session, config, block)
+    with _token_slot(block), _signed_in(block) as session:
+        create = config.create_project and not plan_only
+        project, missing = _find_project(session, config, block, create=create)
+        if project is None and not config.create_project:
+            raise _project_not_found(missing, block)
+        if project is None:
+            check = TargetCheck(
+                signed_in_as=block.signs_in_as,
+                rest_version=str(session.version),
+                project_path=config.project,
+                datasource_name=config.datasource,
+                datasource_id=None,
+                columns_compared=0,
+                project_to_create=missing,
+            )
+            logger.info(
+                "Plan: Tableau datasource %s/%s %s",
+                config.project,
+                config.datasource,
+                check.verdict,
+            )
+            return check
         ds = _find_datasource(session, project, config.datasource, block)
         compared = 0
         if ds is not None:
@@ -420,6 +489,50 @@ def check_target(
         "Preflight: Tableau datasource %s/%s %s", config.project, config.datasource, check.verdict
     )
     return check
+
+
+def download_extract(block: TableauServer, config: TableauConfig, dest: Path) -> Path | None:
+    """Download the published datasource with its extract and unpack the .hyper into `dest`,
+    signed in under the token's publish slot; changes nothing.
+
+    Returns:
+        The .hyper file, or None when the project or the datasource does not exist.
+
+    Raises:
+        SignInError: Tableau refused the sign-in, or could not be reached.
+        PublishError: Tableau refused or failed the download, or the datasource holds no
+            extract (a live connection).
+    """
+    with _token_slot(block), _signed_in(block) as session:
+        project, _ = _find_project(session, config, block, create=False)
+        ds = _find_datasource(session, project, config.datasource, block) if project else None
+        if ds is None:
+            logger.info(
+                "Tableau datasource %s/%s does not exist", config.project, config.datasource
+            )
+            return None
+        with translate_tableau_errors(f"download datasource {ds.name!r} with its extract", block):
+            archive = Path(session.datasources.download(ds.id, str(dest), include_extract=True))
+    logger.info("Downloaded %s (%d bytes) of %s", archive.name, archive.stat().st_size, ds.name)
+    if not zipfile.is_zipfile(archive):  # a .tds alone: the datasource is not an extract
+        raise PublishError(
+            f"Tableau datasource {ds.name!r} holds no extract (a .tds without data came back): "
+            "it is not one this pipeline publishes, so its rows cannot be counted.",
+            retryable=False,
+        )
+    with zipfile.ZipFile(archive) as content:
+        members = [n for n in content.namelist() if n.endswith(".hyper")]
+        if not members:
+            raise PublishError(
+                f"Tableau datasource {ds.name!r} holds no .hyper extract; its rows cannot be "
+                "counted.",
+                retryable=False,
+            )
+        extract = dest / "published.hyper"  # our own name: never a path from the archive
+        with content.open(members[0]) as source, extract.open("wb") as target:
+            shutil.copyfileobj(source, target, length=1024 * 1024)
+    archive.unlink()
+    return extract
 
 
 def _describe_days(days: Sequence[date]) -> str:
@@ -512,7 +625,7 @@ def publish(
         payload = None
         if config.mode == "replace_date":
             payload = _date_payload(extract, window, date_column, Path(work))
-        with _token_slot(block) as slot_wait_seconds, block.sign_in() as session:
+        with _token_slot(block) as slot_wait_seconds, _signed_in(block) as session:
             ds, created, job_id = _publish_signed_in(
                 session, extract, window, payload, config, block, date_column, as_job_min_bytes
             )
