@@ -12,7 +12,7 @@ import logging
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -26,7 +26,9 @@ from prefect.runtime import flow_run
 from prefect.tasks import exponential_backoff
 
 from blocks import AwsWorkloadIdentityCredentials, TableauServer
+from flows import progress
 from flows.bigquery import (
+    DayFingerprint,
     DryRun,
     ExportManifest,
     dry_run_days,
@@ -72,6 +74,19 @@ def preflight_step(
 ) -> tuple[DryRun, TargetCheck]:
     """Refuse now what would fail after the export: the view's dry run over the window (bytes,
     date column, types) and the Tableau target (sign-in, project, the published columns)."""
+    return preflight(credentials, tableau, config, window)
+
+
+def preflight(
+    credentials: AwsWorkloadIdentityCredentials,
+    tableau: TableauServer,
+    config: PipelineConfig,
+    window: list[date],
+    *,
+    plan_only: bool = False,
+) -> tuple[DryRun, TargetCheck]:
+    """The preflight's checks (`preflight_step`; `python -m flows plan` with `plan_only`, which
+    reports a Tableau project a run would create instead of creating it)."""
     client = credentials.get_bigquery_client(
         project=credentials.project, location=config.bigquery.location
     )
@@ -79,7 +94,13 @@ def preflight_step(
     columns = hyper_columns(
         parquet_schema(dry_run.schema), file_format_version=config.hyper.file_format_version
     )
-    target = check_target(tableau, config.tableau, columns, date_column=config.bigquery.date_column)
+    target = check_target(
+        tableau,
+        config.tableau,
+        columns,
+        date_column=config.bigquery.date_column,
+        plan_only=plan_only,
+    )
     return dry_run, target
 
 
@@ -109,12 +130,7 @@ def fingerprint_step(
         columns=config.bigquery.fingerprint_columns or None,
     )
     run_date = window[-1]
-    if run_date not in found.days and config.gcs.empty_day == "fail":
-        raise ExportError(
-            f"the data mart has no rows for {run_date.isoformat()} in {config.bigquery.view} — "
-            "usually it has not been refreshed yet; rerun later or set gcs.empty_day=allow",
-            retryable=False,
-        )
+    refuse_empty_run_date(found.days, run_date, config)
     changes = plan_window(window, found.days, state, force=force)
     plan = WindowPlan(changes, state, force, found.job_id, found.bytes_processed)
     logger.info(
@@ -125,6 +141,22 @@ def fingerprint_step(
         "lost or new: every date is new" if not state.days else "read",
     )  # fmt: skip
     return plan
+
+
+def refuse_empty_run_date(
+    found: Mapping[date, DayFingerprint], run_date: date, config: PipelineConfig
+) -> None:
+    """Under `gcs.empty_day=fail`, refuse a run date the fingerprints found no rows for.
+
+    Raises:
+        ExportError: not retryable; the run date has no rows.
+    """
+    if run_date not in found and config.gcs.empty_day == "fail":
+        raise ExportError(
+            f"the data mart has no rows for {run_date.isoformat()} in {config.bigquery.view} — "
+            "usually it has not been refreshed yet; rerun later or set gcs.empty_day=allow",
+            retryable=False,
+        )
 
 
 @_task(name="export")
@@ -265,12 +297,13 @@ class TimedStep[**P, R]:
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         started = time.perf_counter()
-        try:
-            result = self.step(*args, **kwargs)
-        except Exception as exc:
-            if is_retryable(exc) and self.step.retries:  # it escaped the task: retries spent
-                note_retries_spent(exc, self.step.name, self.step.retries)
-            raise
+        with progress.step(self.step.name):  # the command line's display, if one listens
+            try:
+                result = self.step(*args, **kwargs)
+            except Exception as exc:
+                if is_retryable(exc) and self.step.retries:  # it escaped the task: retries spent
+                    note_retries_spent(exc, self.step.name, self.step.retries)
+                raise
         self.report.add(result, time.perf_counter() - started)
         return result
 
