@@ -131,8 +131,7 @@ class StepDisplay:
             if handler.console is not self.console:
                 self._replaced.append((handler, handler.console))
                 handler.console = self.console
-        self._progress.start()
-        return self
+        return self  # the display starts with the first step: nothing to show until then
 
     def __exit__(
         self,
@@ -141,7 +140,8 @@ class StepDisplay:
         tb: TracebackType | None,
     ) -> None:
         try:
-            self._progress.stop()
+            if self._progress.live.is_started:
+                self._progress.stop()
         finally:
             for handler, console in self._replaced:
                 handler.console = console
@@ -149,6 +149,8 @@ class StepDisplay:
             self.console.pop_theme()
 
     def started(self, step: str) -> None:
+        if not self._progress.live.is_started:
+            self._progress.start()
         self._tasks[step] = self._progress.add_task(step, total=1, mark="")
 
     def finished(self, step: str, seconds: float) -> None:
