@@ -582,8 +582,8 @@ def test_python_m_flows_run_as_a_process(cli_world: LocalStack, tmp_path: Path) 
 
 
 def documented_commands() -> list[str]:
-    """The `python -m flows ...` lines of docs/cli.md and of the README's Command line
-    section, in order (a VAR=value prefix allowed)."""
+    """The `python -m flows ...` commands of docs/cli.md and of the README's Command line
+    section: the lines of their bash blocks (a VAR=value prefix allowed), then inline ones."""
     readme = (REPO / "README.md").read_text()
     section = readme.split("\n## Command line\n", 1)[1].split("\n## ", 1)[0]
     texts = [section, (REPO / "docs/cli.md").read_text()]
@@ -591,9 +591,10 @@ def documented_commands() -> list[str]:
     for text in texts:
         for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
             for line in block.replace("\\\n", " ").splitlines():
-                line = line.removeprefix("$ ").strip()
                 if re.match(r"^([A-Z_]+=\S+ )*python -m flows\b", line):
                     commands.append(" ".join(line.split("#", 1)[0].split()))
+        # Inline ones too, but not the bare program name.
+        commands += re.findall(r"`(python -m flows [^`]+)`", text)
     return commands
 
 
