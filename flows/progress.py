@@ -76,7 +76,9 @@ def _tell(call: Callable[..., None], *args: object) -> None:
     try:
         call(*args)
     except Exception as exc:  # a broken display must not fail a run
-        logger.warning("The progress display failed (%s: %s); the run goes on", type(exc), exc)
+        logger.warning(
+            "The progress display failed (%s: %s); the run goes on", type(exc).__name__, exc
+        )
 
 
 class _State(ProgressColumn):
@@ -93,7 +95,8 @@ class _State(ProgressColumn):
 
 
 class _Elapsed(ProgressColumn):
-    """Seconds since the step started, frozen when it ends (explicit style: see StepDisplay)."""
+    """Seconds since the step started, frozen when it ends (an explicit style, not a theme's
+    name: see StepDisplay.__enter__)."""
 
     def render(self, task: Task) -> Text:
         elapsed = task.finished_time if task.finished else task.elapsed
