@@ -8,7 +8,8 @@ PipelineError              root; `retryable` says whether a retry can help
  ├─ DownloadError          step 2: GCS listing/download/verification
  ├─ BuildError             step 3: the Hyper extract
  └─ PublishError           step 4: Tableau
-     └─ SchemaDriftError   the day's columns differ from the published datasource
+     ├─ SchemaDriftError   the day's columns differ from the published datasource
+     └─ SignInError        Tableau refused the sign-in or could not be reached (flows.tableau)
 ```
 
 The root, CredentialsError and PublishError live in `blocks.errors` (the bottom floor, so that
