@@ -26,6 +26,7 @@ from rich.console import Console, RenderableType
 from rich.default_styles import DEFAULT_STYLES
 from rich.progress import Progress, ProgressColumn, Task, TextColumn
 from rich.spinner import Spinner
+from rich.table import Column
 from rich.text import Text
 from rich.theme import Theme
 
@@ -85,7 +86,7 @@ class _State(ProgressColumn):
     """A spinner while the step runs, then its mark (✓ or ✗)."""
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__(table_column=Column(no_wrap=True, width=1))
         self._spinner = Spinner("dots", style="cyan")
 
     def render(self, task: Task) -> RenderableType:
@@ -119,8 +120,15 @@ class StepDisplay:
         self._replaced: list[tuple[PrefectConsoleHandler, Console]] = []
         self._progress = Progress(
             _State(),
-            TextColumn("{task.description}", markup=False),
-            _Elapsed(),
+            # A narrow or piped console (80 columns) cuts a long label, never the seconds.
+            TextColumn(
+                "{task.description}",
+                markup=False,
+                table_column=Column(
+                    no_wrap=True, overflow="ellipsis", max_width=max(20, self.console.width - 14)
+                ),
+            ),
+            _Elapsed(table_column=Column(no_wrap=True, width=7)),
             console=self.console,
             transient=False,
         )

@@ -6,8 +6,8 @@ It starts every stand-in on 127.0.0.1 (`standins.stack`), saves the two blocks t
 embedded server (state kept in .demo/prefect), and, for each pipeline of the local catalog
 (standins/pipelines.yaml: two views of one ad mart, each into its own Tableau datasource), runs
 `daily_refresh` for two days and reruns the later one; then it prints the rows per date of each
-datasource before and after the rerun. Nothing in flows/ or blocks/ knows it is a demo: only
-the configuration points at loopback.
+datasource before and after the rerun, and `python -m flows reconcile` of those two days.
+Nothing in flows/ or blocks/ knows it is a demo: only the configuration points at loopback.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     _quiet_offline_noise()
 
-    from standins.stack import local_stack
+    from standins.stack import CATALOG, local_stack
 
     today = datetime.now(ZoneInfo("Asia/Tokyo")).date()
     yesterday = today - timedelta(days=1)
@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with local_stack(data_dir, days, args.rows_per_day) as stack:
             os.environ.update(stack.environ())  # this process plays the ECS task
+            from flows import cli
             from flows.daily import daily_refresh
 
             stack.save_blocks()
@@ -84,6 +85,11 @@ def main(argv: list[str] | None = None) -> int:
                 after = stack.tableau.rows_by_date(datasource)
                 _print_summary(before, after, pipeline.target)
                 ok = ok and before == after and rerun.is_completed()
+
+            for pipeline in pipelines:  # the command line's check, on the two days published
+                command = ["reconcile", "--pipeline", pipeline.name, "--days", "2"]
+                print(f"\n== python -m flows {' '.join(command)} ==")
+                ok = cli.main(["--catalog", str(CATALOG), *command]) == cli.OK and ok
 
             _print_where_to_look()
             assert rerun is not None
