@@ -2,7 +2,8 @@
 
 Answers in the XML shapes of TSC's own test assets (tableauserverclient `test/assets/`):
 serverInfo; sign-in/out with a PAT or a connected-app JWT (one session per PAT: a second
-sign-in ends the first, whose next call gets 401002); projects (nested, paged, created);
+sign-in ends the first, whose next call gets 401002; `peak_pat_sessions` records whether that
+ever happened); projects (nested, paged, created);
 datasources (list filtered by name/project, get, publish single or multipart-chunked via
 fileUploads, CreateNew/Overwrite/Append, asJob, download as .tdsx with or without the extract);
 `PATCH .../data` (update_hyper_data, idempotent per RequestID) returning a job; jobs by id.
@@ -146,6 +147,9 @@ class FakeTableauServer(LoopbackServer):
         self.sessions: dict[str, _Session] = {}
         self.signins = 0
         self.signouts = 0
+        # The most sessions of one PAT live at once, counting the one a sign-in ended: 2 means
+        # two clients overlapped on a token (real Tableau ends the older session too).
+        self.peak_pat_sessions = 0
         self.projects: dict[str, _Project] = {}
         self.datasources: dict[str, _Datasource] = {}
         self.uploads: dict[str, bytearray] = {}
@@ -281,7 +285,8 @@ class FakeTableauServer(LoopbackServer):
         if rest == "serverInfo":
             return self._server_info()
         if rest == "auth/signin" and request.method == "POST":
-            return self._sign_in(request)
+            with self._lock:  # two sign-ins of one PAT at once: one must see the other
+                return self._sign_in(request)
         session = self.sessions.get(request.headers.get("x-tableau-auth", ""))
         if rest == "auth/signout" and request.method == "POST":
             if session is not None and session.ended is None:
@@ -356,9 +361,10 @@ class FakeTableauServer(LoopbackServer):
             if self.pats.get(pat) != creds.get("personalAccessTokenSecret"):
                 return _error(401, "401001", "Signin Error", "Invalid PAT")
             user_id = self.users[next(iter(self.users))]
-            for other in self.sessions.values():  # one session per PAT: the older one ends
-                if other.pat == pat and other.ended is None:
-                    other.ended = "401002"
+            live = [s for s in self.sessions.values() if s.pat == pat and s.ended is None]
+            self.peak_pat_sessions = max(self.peak_pat_sessions, len(live) + 1)
+            for other in live:  # one session per PAT: the older one ends
+                other.ended = "401002"
         elif creds.get("jwt") is not None:
             user_id = self._check_jwt(creds.get("jwt", ""))
             if user_id is None:
