@@ -109,6 +109,7 @@ def test_pipelines_sharing_a_token_take_turns_publishing(world: LocalStack, tmp_
     assert waiting.took, "the waiting run never took the slot"
     # A second sign-in of a PAT ends the first session (401002): none ever was.
     assert [s for s in world.tableau.sessions.values() if s.ended == "401002"] == []
+    assert world.tableau.peak_pat_sessions == 1
     for config in configs:
         expected = _bigquery(world, config.bigquery.view)
         assert _tableau(world, config.tableau.datasource) == {
