@@ -234,3 +234,22 @@ class TestBlockStandards(BlockStandardTestSuite):
     def test_slug_and_name(self, block: type[Block]) -> None:
         assert block.get_block_type_slug() == "tableau-server"
         assert block.get_block_type_name() == "Tableau Server"
+
+
+def test_the_fake_records_two_sessions_of_one_token_at_once(tableau_fake, tableau_block):
+    # What test_catalog_flows.py's turn-taking test relies on to prove runs never overlapped.
+    with tableau_block.sign_in():
+        pass
+    with tableau_block.sign_in():
+        pass
+    assert tableau_fake.peak_pat_sessions == 1  # one after the other: never two at once
+
+    # TSC's FailedSignInError is its name for any 401, here 401002: the second sign-in ended
+    # the first session.
+    with (
+        tableau_block.sign_in() as first,
+        tableau_block.sign_in(),
+        pytest.raises(FailedSignInError),
+    ):
+        first.projects.get()
+    assert tableau_fake.peak_pat_sessions == 2
