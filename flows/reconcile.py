@@ -19,6 +19,7 @@ The comparison and the next step of a disagreeing date are pure functions (`comp
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -28,15 +29,14 @@ from zoneinfo import ZoneInfo
 
 from blocks import AwsWorkloadIdentityCredentials, TableauServer
 from flows import progress
-from flows.bigquery import DayFingerprint, dry_run_days, fingerprint_days, numeric_columns_of
+from flows.bigquery import DayFingerprint, dry_run_days, numeric_columns_of
 from flows.catalog import Pipeline
 from flows.config import PipelineConfig
 from flows.errors import ConfigError
-from flows.gcs import read_record
 from flows.hyper import totals_by_date
-from flows.steps import load_block, scratch_dir
+from flows.steps import fingerprint, load_block, read_published, scratch_dir
 from flows.tableau import download_extract
-from flows.window import EMPTY, PublishedState, fingerprint_kind, state_object, window_dates
+from flows.window import EMPTY, state_object, window_dates
 
 Source = Literal["auto", "record", "extract"]
 SOURCES: Final[tuple[str, ...]] = ("auto", "record", "extract")
@@ -196,7 +196,7 @@ def reconcile(
     credentials = load_block(AwsWorkloadIdentityCredentials, config.credentials_block)
     with progress.step(f"BigQuery: fingerprint {dates[0]}..{dates[-1]}"):
         bigquery = _bigquery_side(credentials, config, dates)
-    record = _read_record(credentials, config) if config.lookback_days > 1 else None
+    record = read_published(credentials, config) if config.lookback_days > 1 else None
     covered = record is not None and all(d in record.days for d in dates)
     by: Literal["record", "extract"] = (
         "record" if source == "record" or (source == "auto" and covered) else "extract"
@@ -226,21 +226,15 @@ def reconcile(
         if differences:
             recorded = record.days.get(day) if record is not None else None
             moved = recorded is None or (recorded.rows, recorded.digest) != (ours.rows, ours.digest)
-            check = DateCheck(
-                day,
-                ours,
-                theirs,
-                False,
-                differences,
-                next_step(
-                    pipeline.name,
-                    check,
-                    lookback_days=config.lookback_days,
-                    next_window=zone_window,
-                    restated_since_recorded=by == "record" or moved,
-                    empty_day=config.gcs.empty_day,
-                ),
+            step = next_step(
+                pipeline.name,
+                check,
+                lookback_days=config.lookback_days,
+                next_window=zone_window,
+                restated_since_recorded=by == "record" or moved,
+                empty_day=config.gcs.empty_day,
             )
+            check = dataclasses.replace(check, next_step=step)
         checks.append(check)
     return Reconciliation(
         pipeline.name, config.bigquery.view, pipeline.target, by, detail, tuple(checks), unsummed
@@ -274,25 +268,10 @@ def _bigquery_side(
     # The view's columns, from the dry run of one date: a run's preflight makes the same,
     # and it stays below the byte limit that a dry run of the whole range might exceed.
     schema = dry_run_days(client, config.bigquery, dates[-1:]).schema
+    found = fingerprint(credentials, config, dates, schema)
     numeric = numeric_columns_of(schema, date_column=config.bigquery.date_column)
-    found = fingerprint_days(
-        client,
-        config.bigquery,
-        dates[0],
-        dates[-1],
-        numeric_columns=numeric,
-        columns=config.bigquery.fingerprint_columns or None,
-    )
     empty = DayFingerprint(0, "", dict.fromkeys(numeric, 0.0))
     return {day: found.days.get(day, empty) for day in dates}
-
-
-def _read_record(
-    credentials: AwsWorkloadIdentityCredentials, config: PipelineConfig
-) -> PublishedState:
-    storage = credentials.get_cloud_storage_client(project=credentials.project)
-    payload, generation = read_record(storage, config.gcs.bucket, state_object(config))
-    return PublishedState.parse(payload, fingerprint_kind(config), generation)
 
 
 def _extract_side(

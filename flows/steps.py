@@ -12,7 +12,7 @@ import logging
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -31,6 +31,7 @@ from flows.bigquery import (
     DayFingerprint,
     DryRun,
     ExportManifest,
+    Fingerprints,
     dry_run_days,
     export_view,
     fingerprint_days,
@@ -114,21 +115,8 @@ def fingerprint_step(
 ) -> WindowPlan:
     """Fingerprint every date of the window in one query and compare each with the record of
     what was published: only new and restated dates go on (all of them when forced)."""
-    storage = credentials.get_cloud_storage_client(project=credentials.project)
-    payload, generation = read_record(storage, config.gcs.bucket, state_object(config))
-    state = PublishedState.parse(payload, fingerprint_kind(config), generation)
-    client = credentials.get_bigquery_client(
-        project=credentials.project, location=config.bigquery.location
-    )
-    numeric = numeric_columns_of(dry_run.schema, date_column=config.bigquery.date_column)
-    found = fingerprint_days(
-        client,
-        config.bigquery,
-        window[0],
-        window[-1],
-        numeric_columns=numeric,
-        columns=config.bigquery.fingerprint_columns or None,
-    )
+    state = read_published(credentials, config)
+    found = fingerprint(credentials, config, window, dry_run.schema)
     run_date = window[-1]
     refuse_empty_run_date(found.days, run_date, config)
     changes = plan_window(window, found.days, state, force=force)
@@ -141,6 +129,37 @@ def fingerprint_step(
         "lost or new: every date is new" if not state.days else "read",
     )  # fmt: skip
     return plan
+
+
+def read_published(
+    credentials: AwsWorkloadIdentityCredentials, config: PipelineConfig
+) -> PublishedState:
+    """The record of what was published per date (empty when lost, new, or of another
+    fingerprint kind)."""
+    storage = credentials.get_cloud_storage_client(project=credentials.project)
+    payload, generation = read_record(storage, config.gcs.bucket, state_object(config))
+    return PublishedState.parse(payload, fingerprint_kind(config), generation)
+
+
+def fingerprint(
+    credentials: AwsWorkloadIdentityCredentials,
+    config: PipelineConfig,
+    dates: Sequence[date],
+    schema: Sequence[tuple[str, str]],
+) -> Fingerprints:
+    """One query's fingerprints of `dates[0]..dates[-1]`, hashed as the record's are
+    (`bigquery.fingerprint_columns`), with the sums of the view's numeric columns (`schema`)."""
+    client = credentials.get_bigquery_client(
+        project=credentials.project, location=config.bigquery.location
+    )
+    return fingerprint_days(
+        client,
+        config.bigquery,
+        dates[0],
+        dates[-1],
+        numeric_columns=numeric_columns_of(schema, date_column=config.bigquery.date_column),
+        columns=config.bigquery.fingerprint_columns or None,
+    )
 
 
 def refuse_empty_run_date(
