@@ -61,6 +61,13 @@ class RunReport:
     job_id: str | None = None
     mode: str = ""
     window: tuple[DayChange, ...] = ()  # a restatement window's dates, when lookback_days > 1
+    warnings: list[str] = field(default_factory=list)
+    """What a person should act on although the run went on (one line each, with the fix)."""
+
+    def warn(self, message: str) -> None:
+        """Add a warning to the report and the run's log."""
+        logger.warning("%s", message)
+        self.warnings.append(message)
 
     @property
     def rows_published(self) -> int | None:
@@ -205,6 +212,8 @@ def render_markdown(report: RunReport) -> str:
         lines.append(f"**Tableau job:** `{report.job_id}`  ")
     if report.error:
         lines += ["", "## What went wrong", "", "```", report.error, "```"]
+    if report.warnings:
+        lines += ["", "## Warnings", "", *(f"- ⚠️ {w}" for w in report.warnings)]
     lines += [
         "",
         "## Stages",
@@ -259,6 +268,7 @@ def history_row(
         "flow_run": flow_run_name or "",
         "finished_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%SZ"),
         "error": (report.error or "")[:200],
+        "warnings": len(report.warnings),
         "republished": ",".join(
             c.day.isoformat() for c in report.window if c.verdict != "unchanged"
         ),
