@@ -150,10 +150,9 @@ def quote_column(column: str, *, setting: str = "bigquery.date_column") -> str:
         ConfigError: not a plain column name (`flows.config.check_column`).
     """
     try:
-        check_column(column)
+        check_column(column, setting)
     except ValueError as exc:
-        message = str(exc).replace("bigquery.date_column", setting, 1)
-        raise ConfigError(f"{message}. Fix {setting}.") from exc
+        raise ConfigError(f"{exc}. Fix {setting}.") from exc
     return f"`{column}`"
 
 

@@ -52,6 +52,7 @@ OVERRIDES: Final[dict[str, tuple[str, ...]]] = {
     "lookback_days": ("lookback_days",),
     "earliest_date": ("earliest_date",),
     "empty_day": ("gcs", "empty_day"),
+    "quality": ("quality",),  # merged key by key into the defaults' quality
 }
 ENTRY_KEYS: Final[tuple[str, ...]] = ("name", "description", *OVERRIDES, "schedule_hour")
 REQUIRED_KEYS: Final[tuple[str, ...]] = ("name", "view", "datasource")
@@ -303,12 +304,19 @@ def _get(mapping: Mapping[str, Any], path: tuple[str, ...]) -> Any:
 
 
 def _set(mapping: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    """Set `path` to `value`; a mapping is merged key by key into the mapping already there
+    (an entry's `quality: {sums: ...}` keeps the defaults' row_count)."""
     for part in path[:-1]:
         child = mapping.get(part)
         if not isinstance(child, dict):
             child = mapping[part] = {}
         mapping = child
-    mapping[path[-1]] = value
+    current = mapping.get(path[-1])
+    if isinstance(value, Mapping) and isinstance(current, dict):
+        for key, item in value.items():
+            _set(current, (key,), item)
+    else:
+        mapping[path[-1]] = value
 
 
 def _deep_copy(mapping: Mapping[str, Any]) -> dict[str, Any]:

@@ -69,15 +69,15 @@ def split_view(view: str) -> tuple[str, str, str]:
     return parts[0], parts[1], parts[2]
 
 
-def check_column(column: str) -> str:
+def check_column(column: str, setting: str = "bigquery.date_column") -> str:
     """Return `column` if it is a plain column name (`COLUMN_NAME`).
 
     Raises:
-        ValueError: it is not.
+        ValueError: it is not; the message names `setting`.
     """
     if not COLUMN_NAME.fullmatch(column):
         raise ValueError(
-            f"bigquery.date_column {column!r} is not a valid column name "
+            f"{setting} {column!r} is not a valid column name "
             "(letters, digits and '_', not starting with a digit)"
         )
     return column
@@ -133,7 +133,7 @@ class BigQueryConfig(_Model):
     def _check_fingerprint_columns(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         if len(set(value)) != len(value):
             raise ValueError(f"bigquery.fingerprint_columns {list(value)} names a column twice")
-        return tuple(check_column(column) for column in value)
+        return tuple(check_column(c, "bigquery.fingerprint_columns") for c in value)
 
 
 class GcsConfig(_Model):
@@ -250,6 +250,122 @@ class RetryConfig(_Model):
     )
 
 
+OnFailure = Literal["fail", "warn", "off"]
+"""What a quality check that does not pass does: `fail` publishes nothing, `warn` publishes and
+says so in the report (and notifies), `off` skips the check."""
+
+
+def _check_band(low: float, high: float, what: str) -> None:
+    if not low < 1 < high:
+        raise ValueError(
+            f"quality.{what}: min_ratio {low} and max_ratio {high} must surround 1 "
+            "(e.g. 0.5 and 2: half to twice the usual)"
+        )
+
+
+class RowCountCheck(_Model):
+    """The day's rows against the median of the last published days."""
+
+    on_failure: OnFailure = Field("fail", description="fail, warn or off.")
+    min_ratio: float = Field(
+        0.5, gt=0, description="Fewer rows than this times the median do not pass."
+    )
+    max_ratio: float = Field(
+        2.0, gt=0, description="More rows than this times the median do not pass."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> RowCountCheck:
+        _check_band(self.min_ratio, self.max_ratio, "row_count")
+        return self
+
+
+class NullRateCheck(_Model):
+    """The share of NULLs in listed columns."""
+
+    on_failure: OnFailure = Field("fail", description="fail, warn or off.")
+    columns: dict[str, float] = Field(
+        default_factory=dict,
+        description="Column -> the highest share of NULLs (0-1) a day may have, e.g. "
+        "{conversions: 0.2}.",
+    )
+
+    @field_validator("columns")
+    @classmethod
+    def _check_columns(cls, value: dict[str, float]) -> dict[str, float]:
+        for column, rate in value.items():
+            check_column(column, "quality.null_rate.columns")
+            if not 0 <= rate < 1:
+                raise ValueError(
+                    f"quality.null_rate.columns.{column}: {rate} must be a share from 0 "
+                    "(no NULL allowed) to below 1"
+                )
+        return value
+
+
+class SumCheck(_Model):
+    """The day's sums of listed numeric columns against their median over the last days."""
+
+    on_failure: OnFailure = Field("fail", description="fail, warn or off.")
+    columns: tuple[str, ...] = Field((), description="Numeric columns, e.g. [cost, clicks].")
+    min_ratio: float = Field(0.2, gt=0, description="Below this times the median: not passed.")
+    max_ratio: float = Field(5.0, gt=0, description="Above this times the median: not passed.")
+
+    @field_validator("columns")
+    @classmethod
+    def _check_columns(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"quality.sums.columns {list(value)} names a column twice")
+        return tuple(check_column(c, "quality.sums.columns") for c in value)
+
+    @model_validator(mode="after")
+    def _check(self) -> SumCheck:
+        _check_band(self.min_ratio, self.max_ratio, "sums")
+        return self
+
+
+class FreshnessCheck(_Model):
+    """How old the newest value of a TIMESTAMP (or DATETIME) column is when the run checks."""
+
+    on_failure: OnFailure = Field("warn", description="fail, warn or off.")
+    column: str | None = Field(
+        None, description="e.g. updated_at; DATETIME values are read in the config's timezone."
+    )
+    max_age_hours: float = Field(36, gt=0, description="Older than this: not passed.")
+
+    @field_validator("column")
+    @classmethod
+    def _check_column(cls, value: str | None) -> str | None:
+        return None if value is None else check_column(value, "quality.freshness.column")
+
+
+class QualityConfig(_Model):
+    """Checks between build and publish: a day that does not look like the usual days."""
+
+    history_days: int = Field(
+        14, ge=1, le=MAX_LOOKBACK_DAYS, description="K: the median is over the last K days."
+    )
+    min_history_days: int = Field(
+        5,
+        ge=1,
+        description="Warm-up: the row-count and sum checks start once this many published days "
+        "are on record (a new pipeline has none).",
+    )
+    row_count: RowCountCheck = RowCountCheck()
+    null_rate: NullRateCheck = NullRateCheck()
+    sums: SumCheck = SumCheck()
+    freshness: FreshnessCheck = FreshnessCheck()
+
+    @model_validator(mode="after")
+    def _check(self) -> QualityConfig:
+        if self.min_history_days > self.history_days:
+            raise ValueError(
+                f"quality.min_history_days {self.min_history_days} is more than "
+                f"quality.history_days {self.history_days}: the checks would never start"
+            )
+        return self
+
+
 class PipelineConfig(_Model):
     """Everything one daily run needs, by block name and value."""
 
@@ -266,6 +382,7 @@ class PipelineConfig(_Model):
     hyper: HyperConfig = HyperConfig()
     tableau: TableauConfig
     retry: RetryConfig = RetryConfig()
+    quality: QualityConfig = QualityConfig()
     timezone: str = Field(
         "Asia/Tokyo", description="Time zone in which 'yesterday' of a scheduled run is taken."
     )

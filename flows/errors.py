@@ -7,6 +7,7 @@ PipelineError              root; `retryable` says whether a retry can help
  ├─ ExportError            step 1: BigQuery EXPORT DATA
  ├─ DownloadError          step 2: GCS listing/download/verification
  ├─ BuildError             step 3: the Hyper extract
+ ├─ QualityError           the day did not pass a quality check set to fail (flows.quality)
  └─ PublishError           step 4: Tableau
      ├─ SchemaDriftError   the day's columns differ from the published datasource
      └─ SignInError        Tableau refused the sign-in or could not be reached (flows.tableau)
@@ -49,6 +50,7 @@ __all__ = [
     "ExportError",
     "PipelineError",
     "PublishError",
+    "QualityError",
     "SchemaDriftError",
     "is_retryable",
     "note_retries_spent",
@@ -77,6 +79,10 @@ class DownloadError(PipelineError):
 
 class BuildError(PipelineError):
     """The Hyper extract could not be built from the downloaded files."""
+
+
+class QualityError(PipelineError):
+    """The day is well-formed but unlike the usual days; nothing was published."""
 
 
 class SchemaDriftError(PublishError):

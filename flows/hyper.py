@@ -20,11 +20,12 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import pyarrow as pa
 from tableauhyperapi import (
@@ -431,6 +432,59 @@ class DateTotals:
     sums: dict[str, float]  # column -> SUM (0.0 when all NULL), for the columns the extract has
 
 
+@dataclass(frozen=True)
+class DateProfile:
+    """One date of an extract as the quality checks see it."""
+
+    rows: int
+    sums: dict[str, float]  # column -> SUM (0.0 when all NULL)
+    nulls: dict[str, int]  # column -> NULL count
+    newest: datetime | None  # MAX of the freshness column; None: no column, or all NULL
+
+
+@contextmanager
+def _read_extract(path: Path, date_column: str, log_dir: Path) -> Iterator[_Extract]:
+    """A read-only connection to an extract's "Extract"."Extract", which must hold
+    `date_column`, with the columns it has."""
+    table = TableName(EXTRACT_SCHEMA, EXTRACT_TABLE)
+    try:
+        with (
+            HyperProcess(
+                Telemetry.DO_NOT_SEND_USAGE_DATA_TO_TABLEAU, parameters={"log_dir": str(log_dir)}
+            ) as hyper,
+            Connection(hyper.endpoint, str(path), CreateMode.NONE) as conn,
+        ):
+            if not conn.catalog.has_table(table):
+                raise BuildError(
+                    f"{path.name} has no table {table}: it is not an extract this pipeline "
+                    "built or published, so its rows cannot be counted."
+                )
+            present = {
+                str(c.name.unescaped) for c in conn.catalog.get_table_definition(table).columns
+            }
+            if date_column not in present:
+                raise BuildError(
+                    f"The extract has no column {date_column!r} (bigquery.date_column), so its "
+                    "rows cannot be counted per date."
+                )
+            yield _Extract(conn, str(table), frozenset(present), escape_name(date_column))
+    except HyperException as exc:
+        raise BuildError(f"Hyper could not read {path.name}: {_hyper_message(exc)}") from exc
+
+
+@dataclass(frozen=True)
+class _Extract:
+    conn: Connection
+    table: str
+    columns: frozenset[str]
+    day: str  # the escaped date column
+
+
+def _as_date(value: object) -> date:
+    d: Any = value
+    return date(d.year, d.month, d.day)
+
+
 def totals_by_date(
     path: Path,
     date_column: str,
@@ -451,42 +505,69 @@ def totals_by_date(
         BuildError: the file has no "Extract"."Extract" table with `date_column`, or Hyper
             failed to read it.
     """
-    table = TableName(EXTRACT_SCHEMA, EXTRACT_TABLE)
-    try:
-        with (
-            HyperProcess(
-                Telemetry.DO_NOT_SEND_USAGE_DATA_TO_TABLEAU, parameters={"log_dir": str(log_dir)}
-            ) as hyper,
-            Connection(hyper.endpoint, str(path), CreateMode.NONE) as conn,
-        ):
-            if not conn.catalog.has_table(table):
-                raise BuildError(
-                    f"{path.name} has no table {table}: it is not an extract this pipeline "
-                    "published, so its rows cannot be counted."
-                )
-            present = {
-                str(c.name.unescaped) for c in conn.catalog.get_table_definition(table).columns
-            }
-            if date_column not in present:
-                raise BuildError(
-                    f"The published extract has no column {date_column!r} "
-                    "(bigquery.date_column), so its rows cannot be counted per date."
-                )
-            summed = [c for c in numeric_columns if c in present]
-            day = escape_name(date_column)
-            sums = "".join(f", SUM({escape_name(c)})" for c in summed)
-            rows = conn.execute_list_query(
-                f"SELECT {day}, COUNT(*){sums} FROM {table} "
-                f"WHERE {day} BETWEEN DATE {escape_string_literal(start.isoformat())} "
-                f"AND DATE {escape_string_literal(end.isoformat())} GROUP BY 1"
-            )
-    except HyperException as exc:
-        raise BuildError(f"Hyper could not read {path.name}: {_hyper_message(exc)}") from exc
+    with _read_extract(path, date_column, log_dir) as extract:
+        summed = [c for c in numeric_columns if c in extract.columns]
+        sums = "".join(f", SUM({escape_name(c)})" for c in summed)
+        rows = extract.conn.execute_list_query(
+            f"SELECT {extract.day}, COUNT(*){sums} FROM {extract.table} "
+            f"WHERE {extract.day} BETWEEN DATE {escape_string_literal(start.isoformat())} "
+            f"AND DATE {escape_string_literal(end.isoformat())} GROUP BY 1"
+        )
     totals = {
-        date(d.year, d.month, d.day): DateTotals(
+        _as_date(d): DateTotals(
             rows=int(count),
             sums={c: float(v or 0) for c, v in zip(summed, values, strict=True)},
         )
         for d, count, *values in rows
     }
-    return totals, tuple(c for c in numeric_columns if c not in present)
+    return totals, tuple(c for c in numeric_columns if c not in extract.columns)
+
+
+def profile_by_date(
+    path: Path,
+    date_column: str,
+    *,
+    sums: Sequence[str] = (),
+    nulls: Sequence[str] = (),
+    newest: str | None = None,
+    log_dir: Path,
+) -> dict[date, DateProfile]:
+    """Each date's rows, sums of `sums`, NULL counts of `nulls` and MAX of `newest` in an
+    extract, in one grouped query; the file is opened read-only.
+
+    Raises:
+        BuildError: a column is not in the extract (the preflight checks the view has them),
+            or Hyper failed to read the file.
+    """
+    with _read_extract(path, date_column, log_dir) as extract:
+        wanted = [*sums, *nulls, *([newest] if newest else [])]
+        if missing := [c for c in dict.fromkeys(wanted) if c not in extract.columns]:
+            raise BuildError(
+                f"The extract has no column {', '.join(map(repr, missing))} that the quality "
+                "checks read: fix quality in the pipeline's config."
+            )
+        selected = [
+            *(f"SUM({escape_name(c)})" for c in sums),
+            *(f"COUNT(*) - COUNT({escape_name(c)})" for c in nulls),
+            *([f"MAX({escape_name(newest)})"] if newest else []),
+        ]
+        rows = extract.conn.execute_list_query(
+            f"SELECT {extract.day}, COUNT(*){''.join(', ' + s for s in selected)} "
+            f"FROM {extract.table} GROUP BY 1"
+        )
+    profiles = {}
+    for d, count, *values in rows:
+        if d is None:
+            continue  # a NULL date is not a day (the publish refuses such rows)
+        summed, counted, latest = (
+            values[: len(sums)],
+            values[len(sums) : len(sums) + len(nulls)],
+            values[len(sums) + len(nulls) :],
+        )
+        profiles[_as_date(d)] = DateProfile(
+            rows=int(count),
+            sums={c: float(v or 0) for c, v in zip(sums, summed, strict=True)},
+            nulls={c: int(v) for c, v in zip(nulls, counted, strict=True)},
+            newest=latest[0].to_datetime() if latest and latest[0] is not None else None,
+        )
+    return profiles
