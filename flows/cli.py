@@ -117,6 +117,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--force", action="store_true", help="republish every date of the window, changed or not"
     )
+    run.add_argument(
+        "--accept-quality-failures",
+        action="store_true",
+        help="publish although a quality check set to fail did not pass (recorded in the report)",
+    )
     run.set_defaults(command=_run)
 
     plan = _pipeline_command(
@@ -291,7 +296,13 @@ def _run(args: argparse.Namespace) -> int:
         + Text(pipeline.target, style="bold")
     )
     with StepDisplay() as display, progress.listening(display):
-        outcome = run_pipeline(pipeline, day, lookback_days=args.lookback, force=args.force)
+        outcome = run_pipeline(
+            pipeline,
+            day,
+            lookback_days=args.lookback,
+            force=args.force,
+            accept_quality_failures=args.accept_quality_failures,
+        )
     if outcome.report:
         out.print(Markdown(outcome.report))
     run = f"flow run {outcome.flow_run_name!r}" if outcome.flow_run_name else "the run"

@@ -50,6 +50,7 @@ def daily_refresh(
     config: PipelineConfig,
     lookback_days: LookbackDays = None,
     force: bool = False,
+    accept_quality_failures: bool = False,
 ) -> dict[str, Any]:
     """Replace one day (or the restated days of a window ending on it) in the Tableau
     datasource with the BigQuery view's rows.
@@ -61,6 +62,8 @@ def daily_refresh(
         lookback_days: Days covered, ending on run_date; empty: the config's lookback_days.
             Above 1, only the dates BigQuery restated since they were published are replaced.
         force: Republish every date of the window, changed or not.
+        accept_quality_failures: Publish although a quality check set to `fail` did not pass
+            (a real change, confirmed); the report records the acceptance.
     """
     report = RunReport(
         run_date, config.bigquery.view, config.tableau.datasource, mode=config.tableau.mode
@@ -92,6 +95,10 @@ def daily_refresh(
                 credentials, export, work_dir, config, empty_days_judged=bool(plan)
             )
             extract = step.build(files, export, work_dir, config)
+            checked = step.check(
+                extract, days, config, plan, accept_failures=accept_quality_failures
+            )
+            checked.raise_for_failures(config)  # a day unlike the usual ones publishes nothing
             result = step.publish(tableau, extract, days, config)
             if plan:
                 step.record(credentials, config, plan)

@@ -23,6 +23,7 @@ from prefect.client.schemas.sorting import ArtifactSort
 from flows.bigquery import DryRun, ExportManifest
 from flows.gcs import DownloadedExport
 from flows.hyper import HyperExtract
+from flows.quality import QualityResult, format_sums
 from flows.tableau import PublishResult, TargetCheck
 from flows.window import DayChange, PublishedState, WindowPlan
 
@@ -61,6 +62,7 @@ class RunReport:
     job_id: str | None = None
     mode: str = ""
     window: tuple[DayChange, ...] = ()  # a restatement window's dates, when lookback_days > 1
+    quality: QualityResult | None = None
     warnings: list[str] = field(default_factory=list)
     """What a person should act on although the run went on (one line each, with the fix)."""
 
@@ -83,6 +85,10 @@ class RunReport:
             self.window = result.changes
         if isinstance(result, PublishResult):
             self.datasource_url, self.job_id = result.url, result.job_id
+        if isinstance(result, QualityResult):
+            self.quality = result
+            for warning in result.warnings():
+                self.warn(warning)
 
 
 def describe(result: object, seconds: float) -> StageLine:
@@ -128,6 +134,18 @@ def describe(result: object, seconds: float) -> StageLine:
             return StageLine(
                 "build", seconds, result.rows, human_bytes(result.path.stat().st_size),
                 f"{len(result.columns)} columns, file format v{result.file_format_version}",
+            )  # fmt: skip
+        case QualityResult():
+            counts = ", ".join(
+                f"{n} {verdict}"
+                for verdict in ("pass", "warn", "fail", "warming up", "n/a")
+                if (n := result.count(verdict))  # type: ignore[arg-type]
+            )
+            accepted = "; failures accepted (accept_quality_failures)" if result.accepted else ""
+            return StageLine(
+                "quality", seconds, None, "",
+                f"{len(result.results)} check(s): {counts or 'none configured'}; history: "
+                f"{result.history_source}{accepted}",
             )  # fmt: skip
         case PublishResult():
             action = "created" if result.created else result.mode
@@ -224,9 +242,39 @@ def render_markdown(report: RunReport) -> str:
     for s in report.stages:
         rows = "" if s.rows is None else f"{s.rows:,}"
         lines.append(f"| {s.stage} | {rows} | {s.size} | {s.seconds:.1f} s | {s.detail} |")
+    if report.quality and report.quality.results:
+        lines += _quality_lines(report.quality)
     if report.window:
         lines += _window_lines(report.window)
     return "\n".join(lines) + "\n"
+
+
+_VERDICT_MARK: Final = {"pass": "✅", "warn": "⚠️", "fail": "❌", "warming up": "⏳", "n/a": "➖"}
+
+
+def _quality_lines(quality: QualityResult) -> list[str]:
+    """Every check: what was observed, the band expected, the verdict."""
+    lines = [
+        "",
+        "## Quality checks",
+        "",
+        f"History: {quality.history_source}."
+        + (
+            " **Failures accepted by accept_quality_failures=true.**"
+            if quality.accepted and quality.failed
+            else ""
+        ),
+        "",
+        "| Date | Check | Observed | Expected | Verdict | Detail |",
+        "|---|---|---:|---:|---|---|",
+    ]
+    for r in sorted(quality.results, key=lambda r: r.day, reverse=True):
+        verdict = f"{_VERDICT_MARK[r.verdict]} {r.verdict}"
+        lines.append(
+            f"| {r.day.isoformat()} | {r.label} | {r.observed} | {r.expected} | {verdict} "
+            f"| {r.detail} |"
+        )
+    return lines
 
 
 def _window_lines(changes: tuple[DayChange, ...]) -> list[str]:
@@ -269,6 +317,7 @@ def history_row(
         "finished_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%SZ"),
         "error": (report.error or "")[:200],
         "warnings": len(report.warnings),
+        "sums": format_sums(report.quality.run_date_sums) if report.quality else "",
         "republished": ",".join(
             c.day.isoformat() for c in report.window if c.verdict != "unchanged"
         ),
@@ -336,6 +385,13 @@ def add_history_row(
                 flow_run_id=flow_run_id,
             )
         )
+
+
+def read_history_rows(datasource: str) -> list[dict[str, Any]]:
+    """The datasource's history table, newest row first (every recent version merged, so a
+    row of a run finishing meanwhile is not missed)."""
+    with get_client(sync_client=True) as client:
+        return _merge(*_history_versions(client, history_key(datasource)))
 
 
 def _history_versions(client: SyncPrefectClient, key: str) -> list[list[dict[str, Any]]]:

@@ -42,6 +42,7 @@ def run_pipeline(
     *,
     lookback_days: int | None = None,
     force: bool = False,
+    accept_quality_failures: bool = False,
 ) -> RunOutcome:
     """Run the pipeline's daily flow for `run_date` here and read back what it recorded."""
     state = daily_refresh(
@@ -49,6 +50,7 @@ def run_pipeline(
         config=pipeline.config,
         lookback_days=lookback_days,
         force=force,
+        accept_quality_failures=accept_quality_failures,
         return_state=True,
     )
     run_id = state.state_details.flow_run_id

@@ -47,8 +47,16 @@ from flows.errors import (
     retry_if_transient,
 )
 from flows.gcs import DownloadedExport, download_export, read_record, write_record
-from flows.hyper import HyperExtract, build_hyper, hyper_columns
-from flows.report import RunReport
+from flows.hyper import HyperExtract, build_hyper, hyper_columns, profile_by_date
+from flows.quality import (
+    History,
+    QualityResult,
+    check_columns,
+    columns_checked,
+    emit_warned,
+    evaluate,
+)
+from flows.report import RunReport, read_history_rows
 from flows.tableau import SLOT_WAIT_SECONDS, PublishResult, TargetCheck, check_target, publish
 from flows.window import (
     PublishedState,
@@ -92,6 +100,14 @@ def preflight(
         project=credentials.project, location=config.bigquery.location
     )
     dry_run = dry_run_days(client, config.bigquery, window)
+    if problems := check_columns(config.quality, dry_run.schema):
+        raise ConfigError(
+            f"The quality checks name columns {config.bigquery.view} cannot give: "
+            + "; ".join(problems)
+            + ". Fix quality in the pipeline's config (deployments/pipelines.yaml); nothing "
+            "was exported.",
+            retryable=False,
+        )
     columns = hyper_columns(
         parquet_schema(dry_run.schema), file_format_version=config.hyper.file_format_version
     )
@@ -231,6 +247,64 @@ def build_step(
     )
 
 
+@_task(name="quality")
+def quality_step(
+    extract: HyperExtract,
+    days: list[date],
+    config: PipelineConfig,
+    plan: WindowPlan | None,
+    *,
+    accept_failures: bool = False,
+) -> QualityResult:
+    """Check the built extract's dates against the published history, before anything is
+    published; a `warn` result emits an event the alerts notify on."""
+    history = read_history(config, plan)
+    sums, nulls, newest = columns_checked(config.quality)
+    profiles = profile_by_date(
+        extract.path,
+        config.bigquery.date_column,
+        sums=sums,
+        nulls=nulls,
+        newest=newest,
+        log_dir=extract.path.parent,
+    )
+    run_date = max(days)
+    results = evaluate(
+        profiles,
+        days,
+        history,
+        config.quality,
+        run_date=run_date,
+        now=datetime.now(UTC),
+        timezone=config.timezone,
+    )
+    checked = QualityResult(
+        results,
+        history.source,
+        accepted=accept_failures,
+        run_date_sums=dict(profiles[run_date].sums) if run_date in profiles else {},
+    )
+    for result in results:
+        log = logger.warning if result.verdict in ("fail", "warn") else logger.info
+        log("Quality %s: %s", result.verdict, result.line())
+    if checked.failed and accept_failures:
+        logger.warning(
+            "%d quality failure(s) accepted by accept_quality_failures=true: publishing",
+            len(checked.failed),
+        )
+    if checked.warned:
+        emit_warned(checked, config, run_date)
+    return checked
+
+
+def read_history(config: PipelineConfig, plan: WindowPlan | None) -> History:
+    """The published days the checks compare with: the record (a window's run read it
+    already) or else the datasource's history table."""
+    if plan is not None:
+        return History.from_record(plan.state)
+    return History.from_history_table(read_history_rows(config.tableau.datasource))
+
+
 @_task(name="publish")
 def publish_step(
     tableau: TableauServer, extract: HyperExtract, days: list[date], config: PipelineConfig
@@ -274,6 +348,7 @@ class Steps:
     export: TimedStep[..., ExportManifest]
     download: TimedStep[..., DownloadedExport]
     build: TimedStep[..., HyperExtract]
+    check: TimedStep[..., QualityResult]
     publish: TimedStep[..., PublishResult]
     record: TimedStep[..., PublishedState]
 
@@ -288,6 +363,7 @@ class Steps:
             step(export_step, timeout_seconds=bigquery_seconds),
             step(download_step, timeout_seconds=LOCAL_STEP_TIMEOUT),
             step(build_step, timeout_seconds=LOCAL_STEP_TIMEOUT),
+            step(quality_step, timeout_seconds=LOCAL_STEP_TIMEOUT),
             step(publish_step, timeout_seconds=tableau_seconds),
             step(record_step, timeout_seconds=600),
         )

@@ -384,7 +384,10 @@ class TestRun:
         with progress.listening(recorder):
             outcome = run_pipeline(pipeline("campaigns"), YESTERDAY)
         assert outcome.completed and outcome.report and "## Window: 3 of 3" in outcome.report
-        steps = ["preflight", "fingerprint", "export", "download", "build", "publish", "record"]
+        steps = [
+            "preflight", "fingerprint", "export", "download", "build", "quality", "publish",
+            "record",
+        ]  # fmt: skip
         assert recorder.events == [(e, s) for s in steps for e in ("started", "finished")]
 
     def test_a_date_in_the_future_is_bad_input(self, cli_world, cli) -> None:

@@ -13,6 +13,8 @@ from contextlib import AbstractContextManager, contextmanager
 from datetime import date
 
 import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
 from standins.aws import MotoAws
 from standins.emulators import BigQueryEmulator, GcsEmulator
@@ -49,9 +51,19 @@ def start_stack(
 @pytest.fixture
 def world(stack: LocalStack, monkeypatch: pytest.MonkeyPatch, no_regional_access_boundary: None):
     """The module's `stack` as one test finds it: the flow's process sees the ECS task's
-    environment; Tableau and the staging bucket (with the window's record) start empty."""
+    environment; Tableau, the staging bucket (with the window's record) and the datasources'
+    history tables (the quality checks' history) start empty."""
     for name, value in stack.environ().items():
         monkeypatch.setenv(name, value)
     stack.reset_tableau()
     stack.clear_staging()
+    _delete_history_tables()
     return stack
+
+
+def _delete_history_tables() -> None:
+    history = ArtifactFilter(key=ArtifactFilterKey(like_="-history"))
+    with get_client(sync_client=True) as client:
+        while artifacts := client.read_artifacts(artifact_filter=history, limit=200):
+            for artifact in artifacts:
+                client.delete_artifact(artifact.id)
