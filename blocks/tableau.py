@@ -111,7 +111,9 @@ def translate_tableau_errors(doing: str, block: TableauServer) -> Iterator[None]
         # `from None`: the vendor exception references its request, whose body or headers
         # hold the sign-in's secret or the session token; it must not travel into logs or
         # persisted task states.
-        raise _explain(exc, doing, block) from None
+        error = _explain(exc, doing, block)
+        error.code = str(getattr(exc, "code", "") or "") or None  # Tableau's, e.g. "401001"
+        raise error from None
 
 
 def _explain(exc: Exception, doing: str, block: TableauServer) -> PublishError:
@@ -314,6 +316,14 @@ class TableauServer(Block):
             )
         return tsc.JWTAuth(self._mint_jwt(), site_id=self.site)
 
+    def new_session(self) -> tsc.Server:
+        """A TSC server for this block's URL and HTTP options, not signed in."""
+        return tsc.Server(
+            self.server_url,
+            use_server_version=True,  # else TSC stays on REST 2.4; update_hyper_data needs 3.13
+            http_options={"timeout": self.http_timeout, "verify": self.verify_ssl},
+        )
+
     @contextmanager
     def sign_in(self) -> Iterator[tsc.Server]:
         """Sign in, yield the session (a TSC server on the site's REST version), always sign out.
@@ -322,11 +332,7 @@ class TableauServer(Block):
             PublishError: the sign-in was refused (not retryable; the message says what to
                 fix) or Tableau could not be reached (retryable unless it is a TLS problem).
         """
-        session = tsc.Server(
-            self.server_url,
-            use_server_version=True,  # else TSC stays on REST 2.4; update_hyper_data needs 3.13
-            http_options={"timeout": self.http_timeout, "verify": self.verify_ssl},
-        )
+        session = self.new_session()
         try:
             self._sign_in(session)
             logger.info(
