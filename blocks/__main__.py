@@ -2,10 +2,12 @@
 
     python -m blocks doctor --block NAME [--condition CEL] [--mapping KEY=EXPR ...] [--bucket B]
     python -m blocks doctor --config FILE --project P [...]
+    python -m blocks doctor --tableau NAME [--tableau-project PATH [--datasource NAME]]
     python -m blocks save-credentials --config FILE --project P --name NAME [--overwrite]
 
-`doctor` exits 0 when every check passed, 1 when one failed, 3 when all passed with a warning
-(e.g. the EC2 instance role instead of a task role), 2 on bad usage.
+`doctor` (either kind) exits 0 when every check passed, 1 when one failed, 3 when all passed
+with a warning (e.g. the EC2 instance role instead of a task role, a token expiring soon), 2 on
+bad usage.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from collections.abc import Sequence
 from dataclasses import asdict
 
 from blocks.credentials import AwsWorkloadIdentityCredentials, save_credentials_block
-from blocks.doctor import DoctorOptions, diagnose, exit_code, render
+from blocks.doctor import DoctorOptions, StepResult, diagnose, exit_code, render
+from blocks.tableau import TableauServer
+from blocks.tableau_doctor import DOCTOR_TITLE, TableauDoctorOptions, diagnose_tableau
 
 _USAGE_ERROR = 2
 
@@ -37,12 +41,22 @@ def _parser() -> argparse.ArgumentParser:
 
     doctor = commands.add_parser(
         "doctor",
-        help="check the AWS -> Google Workload Identity chain step by step",
-        description="Run inside the ECS task (e.g. via ECS Exec) when Google access fails.",
+        help="check the AWS -> Google Workload Identity chain, or the Tableau side, step by step",
+        description="Run inside the ECS task (e.g. via ECS Exec) when Google access fails; "
+        "with --tableau, wherever the flow runs when Tableau refuses.",
     )
     source = doctor.add_mutually_exclusive_group(required=True)
     source.add_argument("--block", metavar="NAME", help="a saved credentials block")
     source.add_argument("--config", metavar="FILE", help="a credential configuration JSON file")
+    source.add_argument("--tableau", metavar="NAME", help="a saved TableauServer block")
+    doctor.add_argument(
+        "--tableau-project",
+        metavar="PATH",
+        help="with --tableau: the Tableau project path, nested with / (Marketing/Ads)",
+    )
+    doctor.add_argument(
+        "--datasource", metavar="NAME", help="with --tableau: the datasource in that project"
+    )
     doctor.add_argument("--project", help="Google Cloud project (required with --config)")
     doctor.add_argument(
         "--condition", metavar="CEL", help="the provider's attribute condition to test"
@@ -80,7 +94,41 @@ def _load_block(args: argparse.Namespace) -> AwsWorkloadIdentityCredentials:
     return AwsWorkloadIdentityCredentials.from_config_file(args.config, project=args.project)
 
 
+_GOOGLE_ONLY = ("project", "condition", "mapping", "bucket", "aws_sts_endpoint")
+
+
+def _print(results: list[StepResult], args: argparse.Namespace, **title: str | None) -> int:
+    if args.json:
+        payload = [
+            {**asdict(r), "details": dict(r.details)} for r in results
+        ]  # details as an object
+        print(json.dumps({"exit_code": exit_code(results), "steps": payload}, indent=2))
+    else:
+        print(render(results, **title), end="")  # type: ignore[arg-type]
+    return exit_code(results)
+
+
+def _tableau_doctor(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    given = [f"--{n.replace('_', '-')}" for n in _GOOGLE_ONLY if getattr(args, n)]
+    if given:
+        parser.error(f"{', '.join(given)} check Google access (--block/--config), not --tableau")
+    if args.datasource and not args.tableau_project:
+        parser.error("--datasource needs --tableau-project, the project it is in")
+    try:
+        block = TableauServer.load(args.tableau)
+    except ValueError as exc:
+        print(f"Cannot load TableauServer block {args.tableau!r}: {exc}", file=sys.stderr)
+        return _USAGE_ERROR
+    options = TableauDoctorOptions(project=args.tableau_project, datasource=args.datasource)
+    results = diagnose_tableau(block, options)
+    return _print(results, args, block_name=args.tableau, doctor=DOCTOR_TITLE)
+
+
 def _doctor(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if args.tableau:
+        return _tableau_doctor(args, parser)
+    if args.tableau_project or args.datasource:
+        parser.error("--tableau-project and --datasource go with --tableau NAME")
     if args.config and not args.project:
         parser.error("--config needs --project")
     try:
@@ -94,15 +142,7 @@ def _doctor(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         aws_sts_endpoint=args.aws_sts_endpoint,
         **({"mapping": dict(args.mapping)} if args.mapping else {}),
     )
-    results = diagnose(block, options)
-    if args.json:
-        payload = [
-            {**asdict(r), "details": dict(r.details)} for r in results
-        ]  # details as an object
-        print(json.dumps({"exit_code": exit_code(results), "steps": payload}, indent=2))
-    else:
-        print(render(results, block_name=args.block), end="")
-    return exit_code(results)
+    return _print(diagnose(block, options), args, block_name=args.block)
 
 
 def _save(args: argparse.Namespace) -> int:

@@ -331,9 +331,14 @@ def exit_code(results: list[StepResult]) -> int:
     return EXIT_WARN if any(r.status == "WARN" for r in results) else EXIT_PASS
 
 
-def render(results: list[StepResult], *, block_name: str | None = None) -> str:
+def render(
+    results: list[StepResult],
+    *,
+    block_name: str | None = None,
+    doctor: str = "Workload Identity doctor",
+) -> str:
     """Plain text for a terminal or CloudWatch: one block per step, then the verdict."""
-    title = "Workload Identity doctor" + (f" for block {block_name!r}" if block_name else "")
+    title = doctor + (f" for block {block_name!r}" if block_name else "")
     lines = [title, "=" * len(title)]
     for number, result in enumerate(results, 1):
         lines.append(f"{number}. [{result.status}] {result.name}")

@@ -67,4 +67,10 @@ class CredentialsError(PipelineError, RefreshError):
 
 
 class PublishError(PipelineError):
-    """Tableau refused or failed the sign-in or the publish."""
+    """Tableau refused or failed the sign-in or the publish.
+
+    Attributes:
+        code: Tableau's error code (e.g. "401001") when Tableau answered one.
+    """
+
+    code: str | None = None

@@ -23,11 +23,13 @@ import logging
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Final, Literal
 
 import jwt
 import requests
 import tableauserverclient as tsc
+from defusedxml import ElementTree as SafeET
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr, field_validator, model_validator
 from tableauserverclient.server.endpoint.exceptions import (
@@ -61,6 +63,11 @@ PAT_SESSION_TAKEN: Final[str] = "401002"
 
 UPDATE_API_VERSION: Final[str] = "3.13"
 """update_hyper_data needs REST API 3.13 (Tableau Server 2021.3+, Tableau Cloud)."""
+
+PAT_EXPIRY_WARNING: Final[dt.timedelta] = dt.timedelta(days=14)
+"""Warn when the signed-in personal access token expires sooner than this."""
+
+_FILTER_UNSAFE: Final[str] = ",&:[]"  # the REST filter grammar cannot escape these
 
 _HINTS_BY_STATUS: Final[dict[str, str]] = {
     "403": " The signing-in user needs site role Creator or Explorer (can publish) and "
@@ -104,7 +111,9 @@ def translate_tableau_errors(doing: str, block: TableauServer) -> Iterator[None]
         # `from None`: the vendor exception references its request, whose body or headers
         # hold the sign-in's secret or the session token; it must not travel into logs or
         # persisted task states.
-        raise _explain(exc, doing, block) from None
+        error = _explain(exc, doing, block)
+        error.code = str(getattr(exc, "code", "") or "") or None  # Tableau's, e.g. "401001"
+        raise error from None
 
 
 def _explain(exc: Exception, doing: str, block: TableauServer) -> PublishError:
@@ -307,6 +316,14 @@ class TableauServer(Block):
             )
         return tsc.JWTAuth(self._mint_jwt(), site_id=self.site)
 
+    def new_session(self) -> tsc.Server:
+        """A TSC server for this block's URL and HTTP options, not signed in."""
+        return tsc.Server(
+            self.server_url,
+            use_server_version=True,  # else TSC stays on REST 2.4; update_hyper_data needs 3.13
+            http_options={"timeout": self.http_timeout, "verify": self.verify_ssl},
+        )
+
     @contextmanager
     def sign_in(self) -> Iterator[tsc.Server]:
         """Sign in, yield the session (a TSC server on the site's REST version), always sign out.
@@ -315,11 +332,7 @@ class TableauServer(Block):
             PublishError: the sign-in was refused (not retryable; the message says what to
                 fix) or Tableau could not be reached (retryable unless it is a TLS problem).
         """
-        session = tsc.Server(
-            self.server_url,
-            use_server_version=True,  # else TSC stays on REST 2.4; update_hyper_data needs 3.13
-            http_options={"timeout": self.http_timeout, "verify": self.verify_ssl},
-        )
+        session = self.new_session()
         try:
             self._sign_in(session)
             logger.info(
@@ -358,3 +371,174 @@ class TableauServer(Block):
             )
         finally:
             session.close()
+
+
+# -- lookups shared by the publish (flows.tableau) and the doctor (blocks.tableau_doctor) -------
+
+
+def _by_name(endpoint: object, name: str) -> Iterator[object]:
+    options = tsc.RequestOptions(pagesize=1000)
+    if not any(c in name for c in _FILTER_UNSAFE):
+        options.filter.add(tsc.Filter("name", tsc.RequestOptions.Operator.Equals, name))
+    return (item for item in tsc.Pager(endpoint, options) if item.name == name)
+
+
+def project_parts(path: str) -> list[str]:
+    """The names of a nested project path, top first: "Marketing/Ads" -> ["Marketing", "Ads"]."""
+    return [p.strip() for p in path.split("/") if p.strip()]
+
+
+def find_project(
+    session: tsc.Server, path: str, block: TableauServer, *, create: bool = False
+) -> tuple[tsc.ProjectItem | None, str]:
+    """Walk the project path (`A/B`) from the top; create missing parts when `create`.
+
+    Returns:
+        The project and `path`, or None and the first path that does not exist (without
+        `create`).
+
+    Raises:
+        PublishError: Tableau refused or failed a lookup or a creation.
+    """
+    parts = project_parts(path)
+    parent_id: str | None = None
+    project = None
+    for depth, name in enumerate(parts):
+        prefix = "/".join(parts[: depth + 1])
+        with translate_tableau_errors(f"look up project {prefix!r}", block):
+            found = [
+                p for p in _by_name(session.projects, name) if (p.parent_id or None) == parent_id
+            ]
+        if found:
+            project = found[0]
+        elif create:
+            with translate_tableau_errors(f"create project {prefix!r}", block):
+                project = session.projects.create(tsc.ProjectItem(name, parent_id=parent_id))
+            logger.info("Created Tableau project %r", prefix)
+        else:
+            return None, prefix
+        parent_id = project.id
+    assert project is not None
+    return project, path
+
+
+def project_not_found(path: str, block: TableauServer) -> PublishError:
+    """The error of a missing project (`path` is the first part that does not exist)."""
+    return PublishError(
+        f"Tableau project {path!r} not found on site {block.site!r}. Create it, fix "
+        "tableau.project, or set tableau.create_project=true.",
+        retryable=False,
+    )
+
+
+def find_datasource(
+    session: tsc.Server, project: tsc.ProjectItem, name: str, block: TableauServer
+) -> tsc.DatasourceItem | None:
+    """The datasource `name` in `project`, or None."""
+    with translate_tableau_errors(f"look up datasource {name!r}", block):
+        found = [d for d in _by_name(session.datasources, name) if d.project_id == project.id]
+    return found[0] if found else None
+
+
+@dataclass(frozen=True)
+class TokenExpiry:
+    """When the signed-in personal access token expires, as far as Tableau says.
+
+    Tableau Cloud lists a user's PATs with their expiry (REST `GET .../users/{id}/
+    personal-access-tokens`); Tableau Server has no such method and connected apps sign in
+    with no PAT: then `expires_at` is None and `unknown_because` says why.
+    """
+
+    token_name: str | None
+    expires_at: dt.datetime | None = None
+    last_used_at: dt.datetime | None = None
+    unknown_because: str | None = None
+
+    def left(self, now: dt.datetime | None = None) -> dt.timedelta | None:
+        """Time until expiry; None when unknown."""
+        if self.expires_at is None:
+            return None
+        return self.expires_at - (now or dt.datetime.now(dt.UTC))
+
+    def warning(self, block: TableauServer, now: dt.datetime | None = None) -> str | None:
+        """A line for the run report when the token expires within `PAT_EXPIRY_WARNING`."""
+        left = self.left(now)
+        if left is None or left > PAT_EXPIRY_WARNING:
+            return None
+        assert self.expires_at is not None
+        return (
+            f"Tableau personal access token {self.token_name!r} expires "
+            f"{self.expires_at:%Y-%m-%d %H:%M} UTC ({describe_left(left)}); after that every "
+            "run fails at sign-in (401001). Create a new token in Tableau (your avatar > My "
+            "Account Settings > Personal Access Tokens > Create new token) and save its name "
+            f"and secret in the TableauServer block{_saved_name(block)} (Prefect UI > Blocks > "
+            "Edit: token_name, token_secret; or rerun deployments/register_blocks.sh)."
+        )
+
+
+def _saved_name(block: TableauServer) -> str:
+    name = getattr(block, "_block_document_name", None)
+    return f" {name!r}" if name else ""
+
+
+def describe_left(left: dt.timedelta) -> str:
+    """ "in 3 days 4 h", "in 5 h", or "ALREADY EXPIRED"."""
+    if left.total_seconds() < 0:
+        return "ALREADY EXPIRED"
+    days, hours = left.days, left.seconds // 3600
+    return f"in {days} day(s) {hours} h" if days else f"in {hours} h"
+
+
+def token_expiry(session: tsc.Server, block: TableauServer) -> TokenExpiry:
+    """The signed-in PAT's expiry from Tableau Cloud's list of the user's tokens.
+
+    Never raises: what cannot be known (Tableau Server, a connected app, a refused or failed
+    listing) comes back with `unknown_because`. The answer holds no secret: names and dates.
+    """
+    if block.auth_method == "jwt":
+        return TokenExpiry(
+            None,
+            unknown_because="a connected app signs in with a new JWT each time: no personal "
+            "access token to expire",
+        )
+    url = f"{session.users.baseurl}/{session.user_id}/personal-access-tokens"
+    try:
+        with translate_tableau_errors("list the user's personal access tokens", block):
+            content = session.users.get_request(url).content
+        root = SafeET.fromstring(content)
+    except (PublishError, SafeET.ParseError) as exc:
+        if isinstance(exc, PublishError) and exc.retryable:  # down or unreachable for now
+            why = f"Tableau could not list the personal access tokens now: {_first_line(exc)}"
+        else:  # Tableau Server answers 4xx: only Tableau Cloud lists PATs
+            why = (
+                "Tableau did not list the user's personal access tokens (only Tableau Cloud "
+                f"does; Tableau Server has no such REST method): {_first_line(exc)}"
+            )
+        return TokenExpiry(block.token_name, unknown_because=why)
+    tokens = [e for e in root.iter() if e.tag.rsplit("}", 1)[-1] == "personalAccessToken"]
+    mine = next((e for e in tokens if e.get("tokenName") == block.token_name), None)
+    if mine is None:
+        return TokenExpiry(
+            block.token_name,
+            unknown_because=f"the token is not among the {len(tokens)} the user's list holds",
+        )
+    return TokenExpiry(
+        block.token_name,
+        expires_at=_timestamp(mine.get("expiresAt")),
+        last_used_at=_timestamp(mine.get("lastUsedAt")),
+        unknown_because=None if mine.get("expiresAt") else "Tableau gave no expiresAt",
+    )
+
+
+def _timestamp(text: str | None) -> dt.datetime | None:
+    if not text:
+        return None
+    try:
+        return dt.datetime.fromisoformat(text).astimezone(dt.UTC)
+    except ValueError:
+        return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text if len(text) < 300 else text[:300] + " ..."

@@ -81,6 +81,9 @@ class RunReport:
     def add(self, result: object, seconds: float) -> None:
         """Add the line of a step's result; a publish also gives the datasource's link."""
         self.stages.append(describe(result, seconds))
+        match result:  # the preflight saw the Tableau token expire soon
+            case (_, TargetCheck(token_warning=str() as warning)):
+                self.warn(warning)
         if isinstance(result, WindowPlan):
             self.window = result.changes
         if isinstance(result, PublishResult):

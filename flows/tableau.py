@@ -35,7 +35,7 @@ import zipfile
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Final
 from uuid import UUID
@@ -49,7 +49,16 @@ from tableauserverclient.server.endpoint.exceptions import (
     ServerResponseError,
 )
 
-from blocks.tableau import UPDATE_API_VERSION, TableauServer, translate_tableau_errors
+from blocks.tableau import (
+    UPDATE_API_VERSION,
+    TableauServer,
+    TokenExpiry,
+    find_datasource,
+    find_project,
+    project_not_found,
+    token_expiry,
+    translate_tableau_errors,
+)
 from flows.config import TableauConfig
 from flows.errors import ConfigError, PublishError, SchemaDriftError
 from flows.hyper import EXTRACT_SCHEMA, EXTRACT_TABLE, HyperExtract, write_date_payload
@@ -66,7 +75,6 @@ RUN_DATE_TABLE: Final[str] = "pipeline_run_date"
 condition columns."""
 CREATE_NEW_EXISTS: Final[str] = "403007"
 """Tableau's error code when a CreateNew publish finds a datasource of that name."""
-_FILTER_UNSAFE: Final[str] = ",&:[]"  # the REST filter grammar cannot escape these
 
 # Tableau's logical types (the .tds <local-type>) of the Hyper SQL types the build writes.
 _LOCAL_TYPES: Final[dict[str, str]] = {
@@ -173,13 +181,6 @@ def _token_slot(block: TableauServer) -> Iterator[float | None]:
         yield hold.waited_seconds
 
 
-def _by_name(endpoint: object, name: str) -> Iterator[object]:
-    options = tsc.RequestOptions(pagesize=1000)
-    if not any(c in name for c in _FILTER_UNSAFE):
-        options.filter.add(tsc.Filter("name", tsc.RequestOptions.Operator.Equals, name))
-    return (item for item in tsc.Pager(endpoint, options) if item.name == name)
-
-
 class SignInError(PublishError):
     """Tableau refused the sign-in or could not be reached for it: nothing was read or changed
     (`python -m flows` tells this apart: a system it could not get an answer from)."""
@@ -197,60 +198,14 @@ def _signed_in(block: TableauServer) -> Iterator[tsc.Server]:
         yield session
 
 
-def _find_project(
-    session: tsc.Server, config: TableauConfig, block: TableauServer, *, create: bool
-) -> tuple[tsc.ProjectItem | None, str]:
-    """Walk the project path from the top; create missing parts when `create`.
-
-    Returns:
-        The project, or None and the first path that does not exist (without `create`).
-    """
-    parts = [p.strip() for p in config.project.split("/") if p.strip()]
-    parent_id: str | None = None
-    project = None
-    for depth, name in enumerate(parts):
-        path = "/".join(parts[: depth + 1])
-        with translate_tableau_errors(f"look up project {path!r}", block):
-            found = [
-                p for p in _by_name(session.projects, name) if (p.parent_id or None) == parent_id
-            ]
-        if found:
-            project = found[0]
-        elif create:
-            with translate_tableau_errors(f"create project {path!r}", block):
-                project = session.projects.create(tsc.ProjectItem(name, parent_id=parent_id))
-            logger.info("Created Tableau project %r", path)
-        else:
-            return None, path
-        parent_id = project.id
-    assert project is not None
-    return project, config.project
-
-
-def _project_not_found(path: str, block: TableauServer) -> PublishError:
-    return PublishError(
-        f"Tableau project {path!r} not found on site {block.site!r}. Create it, fix "
-        "tableau.project, or set tableau.create_project=true.",
-        retryable=False,
-    )
-
-
 def _resolve_project(
     session: tsc.Server, config: TableauConfig, block: TableauServer
 ) -> tsc.ProjectItem:
     """The project, created if missing and `tableau.create_project` is set."""
-    project, missing = _find_project(session, config, block, create=config.create_project)
+    project, missing = find_project(session, config.project, block, create=config.create_project)
     if project is None:
-        raise _project_not_found(missing, block)
+        raise project_not_found(missing, block)
     return project
-
-
-def _find_datasource(
-    session: tsc.Server, project: tsc.ProjectItem, name: str, block: TableauServer
-) -> tsc.DatasourceItem | None:
-    with translate_tableau_errors(f"look up datasource {name!r}", block):
-        found = [d for d in _by_name(session.datasources, name) if d.project_id == project.id]
-    return found[0] if found else None
 
 
 def _wait(
@@ -309,7 +264,7 @@ def _publish_file(
     if not as_job:
         return result, None
     _wait(session, result.id, f"publish {mode}", config, block)
-    datasource = _find_datasource(session, project, name, block)
+    datasource = find_datasource(session, project, name, block)
     if datasource is None:
         raise PublishError(
             f"Tableau's publish job {result.id} finished but datasource {name!r} is not in "
@@ -406,6 +361,10 @@ class TargetCheck:
     # A plan's check (`plan_only`): the first project of the path that is missing, which a run
     # would create (tableau.create_project); None: the project exists.
     project_to_create: str | None = None
+    # The PAT's expiry where Tableau lists it (Cloud), and the run report's warning when it
+    # is near (`blocks.tableau.PAT_EXPIRY_WARNING`); None: not near, or not known.
+    token_expires_at: datetime | None = None
+    token_warning: str | None = None
 
     @property
     def verdict(self) -> str:
@@ -450,10 +409,11 @@ def check_target(
     """
     _check_columns(columns, config, date_column, "view")
     with _token_slot(block), _signed_in(block) as session:
+        token = _token_expiry(session, block)
         create = config.create_project and not plan_only
-        project, missing = _find_project(session, config, block, create=create)
+        project, missing = find_project(session, config.project, block, create=create)
         if project is None and not config.create_project:
-            raise _project_not_found(missing, block)
+            raise project_not_found(missing, block)
         if project is None:
             check = TargetCheck(
                 signed_in_as=block.signs_in_as,
@@ -463,6 +423,7 @@ def check_target(
                 datasource_id=None,
                 columns_compared=0,
                 project_to_create=missing,
+                **token,
             )
             logger.info(
                 "Plan: Tableau datasource %s/%s %s",
@@ -471,7 +432,7 @@ def check_target(
                 check.verdict,
             )
             return check
-        ds = _find_datasource(session, project, config.datasource, block)
+        ds = find_datasource(session, project, config.datasource, block)
         compared = 0
         if ds is not None:
             _check_update_api(session, config, block)
@@ -484,11 +445,23 @@ def check_target(
             datasource_name=config.datasource,
             datasource_id=ds.id if ds is not None else None,
             columns_compared=compared,
+            **token,
         )
     logger.info(
         "Preflight: Tableau datasource %s/%s %s", config.project, config.datasource, check.verdict
     )
     return check
+
+
+def _token_expiry(session: tsc.Server, block: TableauServer) -> dict[str, object]:
+    """TargetCheck's token fields: the PAT's expiry where Tableau lists it (Cloud), and the
+    warning when it is near. A lookup that cannot answer only logs why."""
+    expiry: TokenExpiry = token_expiry(session, block)
+    if expiry.unknown_because:
+        logger.debug("Token expiry not checked: %s", expiry.unknown_because)
+    elif expiry.expires_at is not None:
+        logger.info("Tableau token %r expires %s", expiry.token_name, expiry.expires_at)
+    return {"token_expires_at": expiry.expires_at, "token_warning": expiry.warning(block)}
 
 
 def download_extract(block: TableauServer, config: TableauConfig, dest: Path) -> Path | None:
@@ -504,8 +477,8 @@ def download_extract(block: TableauServer, config: TableauConfig, dest: Path) ->
             extract (a live connection).
     """
     with _token_slot(block), _signed_in(block) as session:
-        project, _ = _find_project(session, config, block, create=False)
-        ds = _find_datasource(session, project, config.datasource, block) if project else None
+        project, _ = find_project(session, config.project, block, create=False)
+        ds = find_datasource(session, project, config.datasource, block) if project else None
         if ds is None:
             logger.info(
                 "Tableau datasource %s/%s does not exist", config.project, config.datasource
@@ -666,7 +639,7 @@ def _publish_signed_in(
 ) -> tuple[tsc.DatasourceItem, bool, str | None]:
     """Create, overwrite, append or update; return the datasource, created, the job id."""
     project = _resolve_project(session, config, block)
-    ds = _find_datasource(session, project, config.datasource, block)
+    ds = find_datasource(session, project, config.datasource, block)
     publish_kw = {"config": config, "block": block, "as_job_min_bytes": as_job_min_bytes}
     if ds is None:
         ds, job_id = _publish_file(

@@ -13,6 +13,15 @@ assert real rows. Failure injection: `fail_signin`, `fail` (status N times on a 
 `fail_jobs` (the next update job fails before it starts), `fail_mid_batch` (the next update
 batch fails part-way, e.g. between its delete and its insert, and is rolled back),
 `hold_jobs` (a slow job that waits on an Event). `reset()` clears everything.
+
+What the Tableau doctor reads, with state of its own: the user's site role (`set_site_role`)
+and groups (`add_group`), permission rules on projects, datasources and a project's default
+datasource permissions (`grant`, `lock_project`), enforced on publish, update and download
+with Tableau's precedence (administrators, owners and project leaders first; then the user's
+own rules, Deny winning; then the groups', Deny winning; else not allowed); the PAT list of
+Tableau Cloud with each token's `expiresAt` (`pat_expires`; an expired token's sign-in gets
+401001, as a revoked one: `revoke_pat`), which Tableau Server lacks (`cloud=False`: 404003);
+a disabled connected app (`disable_app`); and the server's product and REST versions.
 """
 
 from __future__ import annotations
@@ -43,6 +52,12 @@ _HEAD = (
     'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">'
 )
 _API = re.compile(r"^/api/(?P<version>[0-9.]+)/(?P<rest>.*)$")
+ADMIN_ROLES = frozenset(
+    {"ServerAdministrator", "SiteAdministratorCreator", "SiteAdministratorExplorer"}
+)
+PUBLISH_ROLES = ADMIN_ROLES | {"Creator", "ExplorerCanPublish"}
+"""Site roles that may publish at all (Tableau's: a Viewer or Explorer cannot)."""
+PAT_LIFETIME = dt.timedelta(days=180)  # Tableau Cloud's default expiry of a new token
 _SITE = re.compile(r"^sites/(?P<site>[^/]+)/(?P<rest>.*)$")
 
 
@@ -59,6 +74,10 @@ def _error(status: int, code: str, summary: str, detail: str) -> Response:
         f'<error code="{code}"><summary>{summary}</summary><detail>{detail}</detail></error>',
         status,
     )
+
+
+def _denied(action: str, name: str) -> Response:
+    return _error(403, "403004", "Forbidden", f"The user may not {action} datasource {name!r}")
 
 
 def _multipart(request: Request) -> dict[str, bytes]:
@@ -88,6 +107,8 @@ class _Project:
     id: str
     name: str
     parent_id: str | None
+    owner_id: str
+    content_permissions: str = "ManagedByOwner"
 
 
 @dataclass
@@ -97,6 +118,8 @@ class _Datasource:
     project_id: str
     created_at: str
     updated_at: str
+    owner_id: str = ""
+    type: str = "hyper"  # published from a .hyper file: live-to-Hyper, updatable
 
 
 @dataclass(frozen=True)
@@ -131,19 +154,35 @@ class FakeTableauServer(LoopbackServer):
         secret_value: str = "app-secret-value-0123456789abcdef",
         username: str = "etl@example.com",
         rest_version: str = "3.22",
+        product_version: str = "2024.2.0",
     ) -> None:
         self._root = Path(tempfile.mkdtemp(prefix="fake-tableau-"))
         self.store = HyperStore(self._root)
         self.site_content_url = site
         self.site_id = str(uuid.uuid4())
-        self.pats = {token_name: token_secret}
+        self._initial = (dict({token_name: token_secret}), rest_version, product_version)
         self.apps = {client_id: (secret_id, secret_value)}
         self.users = {username: str(uuid.uuid4())}
-        self.rest_version = rest_version
+        self.admin_id = str(uuid.uuid4())  # owns what the tests' user did not create
         self._init_state()
         super().__init__()
 
     def _init_state(self) -> None:
+        self.pats: dict[str, str] = dict(self._initial[0])
+        self.rest_version, self.product_version = self._initial[1], self._initial[2]
+        self.cloud = True  # lists PATs, as Tableau Cloud does; False: as Tableau Server
+        now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        self.pat_expires: dict[str, dt.datetime] = {n: now + PAT_LIFETIME for n in self.pats}
+        self.pat_last_used: dict[str, dt.datetime] = {}
+        self.disabled_apps: set[str] = set()
+        self.site_roles = {user_id: "SiteAdministratorCreator" for user_id in self.users.values()}
+        self.groups: dict[str, tuple[str, set[str]]] = {
+            str(uuid.uuid4()): ("All Users", set(self.users.values()))
+        }
+        # (kind, id) -> [(grantee kind, grantee id, {capability: mode})]; kind "project",
+        # "datasource" or "project-datasources" (a project's default datasource permissions)
+        self.permissions: dict[tuple[str, str], list[tuple[str, str, dict[str, str]]]] = {}
+        self.hide_permissions = False  # permissions answer 403, as to a user who may not read them
         self.sessions: dict[str, _Session] = {}
         self.signins = 0
         self.signouts = 0
@@ -182,10 +221,94 @@ class FakeTableauServer(LoopbackServer):
         self.store.close()
         shutil.rmtree(self._root, ignore_errors=True)
 
-    def add_project(self, name: str, parent_id: str | None = None) -> str:
-        project = _Project(str(uuid.uuid4()), name, parent_id)
+    def add_project(
+        self, name: str, parent_id: str | None = None, *, owner_id: str | None = None
+    ) -> str:
+        project = _Project(str(uuid.uuid4()), name, parent_id, owner_id or self.admin_id)
         self.projects[project.id] = project
         return project.id
+
+    def add_datasource(
+        self, name: str, project_id: str, *, type: str = "hyper", owner_id: str | None = None
+    ) -> str:
+        """A datasource without stored rows (what the doctor reads: name, type, owner)."""
+        ds = _Datasource(
+            str(uuid.uuid4()), name, project_id, _now(), _now(), owner_id or self.admin_id, type
+        )
+        self.datasources[ds.id] = ds
+        return ds.id
+
+    @property
+    def user_id(self) -> str:
+        """The user the PAT and the connected app sign in as."""
+        return next(iter(self.users.values()))
+
+    def set_site_role(self, role: str) -> None:
+        self.site_roles[self.user_id] = role
+
+    def add_group(self, name: str, *, member: bool = True) -> str:
+        group_id = str(uuid.uuid4())
+        self.groups[group_id] = (name, {self.user_id} if member else set())
+        return group_id
+
+    def grant(
+        self,
+        kind: str,
+        resource_id: str,
+        capability: str,
+        mode: str = "Allow",
+        *,
+        group_id: str | None = None,
+    ) -> None:
+        """A permission rule for the user (or `group_id`) on a project, a datasource, or a
+        project's default datasource permissions (kind "project-datasources")."""
+        grantee = ("group", group_id) if group_id else ("user", self.user_id)
+        rules = self.permissions.setdefault((kind, resource_id), [])
+        for g_kind, g_id, capabilities in rules:
+            if (g_kind, g_id) == grantee:
+                capabilities[capability] = mode
+                return
+        rules.append((*grantee, {capability: mode}))
+
+    def lock_project(self, project_id: str) -> None:
+        """Content permissions locked to the project: its default datasource rules apply."""
+        self.projects[project_id].content_permissions = "LockedToProject"
+
+    def revoke_pat(self, name: str) -> None:
+        self.pats.pop(name, None)
+
+    def disable_app(self, client_id: str) -> None:
+        self.disabled_apps.add(client_id)
+
+    def allowed(self, user_id: str, kind: str, resource_id: str, capability: str) -> bool:
+        """Whether Tableau lets the user do `capability` on a project or datasource."""
+        role = self.site_roles.get(user_id, "Unlicensed")
+        if role in ADMIN_ROLES:
+            return True
+        if capability in {"Write", "Delete"} and role not in PUBLISH_ROLES:
+            return False
+        ds = self.datasources.get(resource_id) if kind == "datasource" else None
+        project = self.projects[ds.project_id if ds else resource_id]
+        if (ds is not None and ds.owner_id == user_id) or project.owner_id == user_id:
+            return True
+        if self._mode(user_id, ("project", project.id), "ProjectLeader") == "Allow":
+            return True
+        key = (kind, resource_id)
+        if ds is not None and project.content_permissions.startswith("LockedToProject"):
+            key = ("project-datasources", project.id)
+        return self._mode(user_id, key, capability) == "Allow"
+
+    def _mode(self, user_id: str, key: tuple[str, str], capability: str) -> str | None:
+        rules = self.permissions.get(key, [])
+        mine = {c.get(capability) for k, i, c in rules if (k, i) == ("user", user_id)}
+        groups = {g for g, (_, members) in self.groups.items() if user_id in members}
+        theirs = {c.get(capability) for k, i, c in rules if k == "group" and i in groups}
+        for modes in (mine, theirs):  # the user's own rules first, then the groups'
+            if "Deny" in modes:
+                return "Deny"
+            if "Allow" in modes:
+                return "Allow"
+        return None
 
     def fail_signin(self, code: str = "401001", status: int = 401, times: int = 1) -> None:
         """The next `times` sign-ins fail with this error code."""
@@ -307,6 +430,14 @@ class FakeTableauServer(LoopbackServer):
 
     def _route(self, request: Request, rest: str) -> Response:
         method, parts = request.method, rest.split("/")
+        user_id = self.sessions[request.headers.get("x-tableau-auth", "")].user_id
+        if parts[0] == "users" and len(parts) >= 2 and method == "GET":
+            return self._users(request, parts[1], parts[2:], user_id)
+        if method == "GET" and parts[2:] in (
+            ["permissions"],
+            ["default-permissions", "datasources"],
+        ):
+            return self._permissions(parts)
         if parts[0] == "projects":
             if method == "GET":
                 return self._list_projects(request)
@@ -330,8 +461,12 @@ class FakeTableauServer(LoopbackServer):
             if len(parts) == 2 and method == "GET":
                 return _xml(self._ds_xml(ds))
             if parts[2:] == ["content"] and method == "GET":
+                if not self.allowed(user_id, "datasource", ds.id, "ExportXml"):
+                    return _denied("download", ds.name)
                 return self._download(request, ds)
             if parts[2:] == ["data"] and method == "PATCH":
+                if not self.allowed(user_id, "datasource", ds.id, "Write"):
+                    return _denied("update", ds.name)
                 return self._update_data(request, ds)
         if parts[0] == "jobs" and len(parts) == 2 and method == "GET":
             job = self.jobs.get(parts[1])
@@ -342,7 +477,8 @@ class FakeTableauServer(LoopbackServer):
 
     def _server_info(self) -> Response:
         return _xml(
-            '<serverInfo><productVersion build="20242.24.0101.0000">2024.2.0</productVersion>'
+            f'<serverInfo><productVersion build="{self.product_version.replace(".", "")}.24.0101">'
+            f"{self.product_version}</productVersion>"
             f"<restApiVersion>{self.rest_version}</restApiVersion></serverInfo>"
         )
 
@@ -359,8 +495,12 @@ class FakeTableauServer(LoopbackServer):
         pat, user_id = creds.get("personalAccessTokenName"), None
         if pat is not None:
             if self.pats.get(pat) != creds.get("personalAccessTokenSecret"):
-                return _error(401, "401001", "Signin Error", "Invalid PAT")
-            user_id = self.users[next(iter(self.users))]
+                return _error(401, "401001", "Signin Error", "Error signing in to Tableau Server")
+            now = dt.datetime.now(dt.UTC)
+            if self.pat_expires.get(pat, now) <= now:  # expired: Tableau answers as to a typo
+                return _error(401, "401001", "Signin Error", "Error signing in to Tableau Server")
+            self.pat_last_used[pat] = now.replace(microsecond=0)
+            user_id = self.user_id
             live = [s for s in self.sessions.values() if s.pat == pat and s.ended is None]
             self.peak_pat_sessions = max(self.peak_pat_sessions, len(live) + 1)
             for other in live:  # one session per PAT: the older one ends
@@ -383,7 +523,7 @@ class FakeTableauServer(LoopbackServer):
         try:
             header = jwt.get_unverified_header(token)
             secret_id, secret = self.apps[header["iss"]]
-            if header.get("kid") != secret_id:
+            if header.get("kid") != secret_id or header["iss"] in self.disabled_apps:
                 return None
             claims = jwt.decode(token, secret, algorithms=["HS256"], audience="tableau")
         except (jwt.PyJWTError, KeyError):
@@ -391,6 +531,63 @@ class FakeTableauServer(LoopbackServer):
         if "scp" not in claims or "jti" not in claims:
             return None
         return self.users.get(claims.get("sub", ""))
+
+    def _users(self, request: Request, user_id: str, rest: list[str], caller: str) -> Response:
+        """A user (site role), its groups, its PATs: to itself or to an administrator."""
+        name = next((n for n, i in self.users.items() if i == user_id), None)
+        if name is None:
+            return _error(404, "404002", "Resource Not Found", f"User {user_id}")
+        if caller != user_id and self.site_roles.get(caller) not in ADMIN_ROLES:
+            return _error(403, "403133", "Forbidden", "Only administrators may query other users")
+        if not rest:
+            return _xml(
+                f'<user id="{user_id}" name={quoteattr(name)} '
+                f'siteRole="{self.site_roles[user_id]}" authSetting="ServerDefault" '
+                f'lastLogin="{_now()}" externalAuthUserId="" fullName="" email=""/>'
+            )
+        if rest == ["groups"]:
+            items = [
+                f'<group id="{g}" name={quoteattr(n)}><domain name="local"/></group>'
+                for g, (n, members) in self.groups.items()
+                if user_id in members
+            ]
+            return self._paged(request, items, "groups")
+        if rest == ["personal-access-tokens"] and self.cloud:
+            now = dt.datetime.now(dt.UTC)
+            tokens = "".join(
+                f"<personalAccessToken tokenName={quoteattr(n)} "
+                f'tokenGuid="{uuid.uuid5(uuid.NAMESPACE_OID, n)}" '
+                f'lastUsedAt="{self.pat_last_used.get(n, now):%Y-%m-%dT%H:%M:%SZ}" '
+                f'expiresAt="{self.pat_expires[n]:%Y-%m-%dT%H:%M:%SZ}"/>'
+                for n in self.pats
+                if self.pat_expires.get(n, now) > now
+            )
+            return _xml(f"<personalAccessTokens>{tokens}</personalAccessTokens>")
+        # Tableau Server has no PAT list: an unknown resource, as for any path it lacks.
+        return _error(404, "404003", "Resource Not Found", f"Unknown resource users/{user_id}")
+
+    def _permissions(self, parts: list[str]) -> Response:
+        kind = {"projects": "project", "datasources": "datasource"}.get(parts[0], "")
+        resource_id = parts[1] if len(parts) > 1 else ""
+        known = self.projects if kind == "project" else self.datasources
+        if resource_id not in known:
+            return _error(404, "404000", "Resource Not Found", "/".join(parts))
+        if self.hide_permissions:
+            return _error(403, "403004", "Forbidden", "Not allowed to read the permissions")
+        if parts[2] == "default-permissions":
+            kind = "project-datasources"
+        owner = known[resource_id].owner_id
+        rules = "".join(
+            f'<granteeCapabilities><{g_kind} id="{g_id}"/><capabilities>'
+            + "".join(f'<capability name="{c}" mode="{m}"/>' for c, m in capabilities.items())
+            + "</capabilities></granteeCapabilities>"
+            for g_kind, g_id, capabilities in self.permissions.get((kind, resource_id), [])
+        )
+        tag = "datasource" if kind == "datasource" else "project"
+        return _xml(
+            f'<permissions><{tag} id="{resource_id}"><owner id="{owner}"/></{tag}>'
+            f"{rules}</permissions>"
+        )
 
     def _paged(self, request: Request, items: list[str], tag: str) -> Response:
         size = int(request.arg("pageSize", "100") or 100)
@@ -414,9 +611,9 @@ class FakeTableauServer(LoopbackServer):
         filters = self._filters(request)
         items = [
             f'<project id="{p.id}" name={quoteattr(p.name)} description="" '
-            'contentPermissions="ManagedByOwner"'
+            f'contentPermissions="{p.content_permissions}"'
             + (f' parentProjectId="{p.parent_id}"' if p.parent_id else "")
-            + "/>"
+            + f'><owner id="{p.owner_id}"/></project>'
             for p in self.projects.values()
             if filters.get("name", p.name) == p.name
             and filters.get("parentProjectId", p.parent_id or "") == (p.parent_id or "")
@@ -429,7 +626,8 @@ class FakeTableauServer(LoopbackServer):
         name, parent = element.get("name", ""), element.get("parentProjectId")
         if any(p.name == name and p.parent_id == parent for p in self.projects.values()):
             return _error(409, "409006", "Conflict", f"Project {name!r} already exists")
-        project_id = self.add_project(name, parent)
+        owner = self.sessions[request.headers.get("x-tableau-auth", "")].user_id
+        project_id = self.add_project(name, parent, owner_id=owner)
         extra = f' parentProjectId="{parent}"' if parent else ""
         return _xml(f'<project id="{project_id}" name={quoteattr(name)}{extra}/>', 201)
 
@@ -437,10 +635,10 @@ class FakeTableauServer(LoopbackServer):
         project = self.projects[ds.project_id]
         return (
             f'<datasource id="{ds.id}" name={quoteattr(ds.name)} contentUrl="{ds.id[:8]}" '
-            f'type="hyper" createdAt="{ds.created_at}" updatedAt="{ds.updated_at}" '
+            f'type="{ds.type}" createdAt="{ds.created_at}" updatedAt="{ds.updated_at}" '
             f'hasExtracts="false" webpageUrl="{self.url}/#/site/{self.site_content_url}/'
             f'datasources/{ds.id}"><project id="{project.id}" name={quoteattr(project.name)}/>'
-            '<owner id="00000000-0000-0000-0000-000000000000"/><tags/></datasource>'
+            f'<owner id="{ds.owner_id}"/><tags/></datasource>'
         )
 
     def _list_datasources(self, request: Request) -> Response:
@@ -482,6 +680,13 @@ class FakeTableauServer(LoopbackServer):
         existing = [
             d for d in self.datasources.values() if d.name == name and d.project_id == project_id
         ]
+        user_id = self.sessions[request.headers.get("x-tableau-auth", "")].user_id
+        if not (
+            self.allowed(user_id, "datasource", existing[0].id, "Write")
+            if existing
+            else self.allowed(user_id, "project", project_id, "Write")
+        ):
+            return _denied("publish", name)
         mode = next(
             (m for m in ("overwrite", "append", "createnew") if request.arg(m) == "true"), ""
         )
@@ -491,7 +696,7 @@ class FakeTableauServer(LoopbackServer):
         ds = (
             existing[0]
             if existing
-            else _Datasource(str(uuid.uuid4()), name, project_id, _now(), _now())
+            else _Datasource(str(uuid.uuid4()), name, project_id, _now(), _now(), user_id)
         )
         with tempfile.NamedTemporaryFile(dir=self._root, suffix=".upload") as tmp:
             Path(tmp.name).write_bytes(content)

@@ -405,7 +405,7 @@ def test_cli_save_credentials_then_doctor_the_block(cli_setup, monkeypatch, caps
         (["--config", "/nonexistent/wif.json", "--project", "p"], "Cannot read credential config"),
         (["--config", "/nonexistent/wif.json"], "--config needs --project"),
         (["--config", "x", "--project", "p", "--mapping", "nonsense"], "must be KEY=EXPR"),
-        (["--project", "p"], "one of the arguments --block --config is required"),
+        (["--project", "p"], "one of the arguments --block --config --tableau is required"),
     ],
 )
 def test_cli_usage_errors(argv, message, capsys):
