@@ -185,8 +185,7 @@ def parse(document: object, catalog: Catalog, *, source: str = "the alerts file"
             close = difflib.get_close_matches(str(name), names, n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
             problems.append(
-                f"pipelines: {name!r} is not in {catalog.source} ({hint}it has: "
-                f"{', '.join(names)})"
+                f"pipelines: {name!r} is not in {catalog.source} ({hint}it has: {', '.join(names)})"
             )
 
     pipelines = []
@@ -246,7 +245,7 @@ def _late_after(
     if late_window(late, pipeline) < MIN_WITHIN:
         return None, (
             f"{where}.late_after: {value} ({zone}) must be at least "
-            f"{MIN_WITHIN.seconds} s after {pipeline.name}'s daily run at "
+            f"{MIN_WITHIN.seconds} s after the daily run of {pipeline.name} at "
             f"{scheduled:%H:%M} (the same day; a window past midnight is not supported)"
         )
     return late, None
@@ -286,7 +285,9 @@ _RUN_CONTEXT: Final[str] = """\
 {%- set link = flow_run|ui_url or ('flow run ' ~ flow_run.id ~ ' (set PREFECT_UI_URL on the server for a link)') -%}
 {%- set rerun = "prefect deployment run '<<FLOW>>/" ~ pipeline ~ "-per-date' --param run_date=" ~ day -%}
 """
-_FAILED_SUBJECT: Final[str] = "[<<FLOW>>] {{ pipeline }} {{ day }}: daily run {{ flow_run.state.name }}"
+_FAILED_SUBJECT: Final[str] = (
+    "[<<FLOW>>] {{ pipeline }} {{ day }}: daily run {{ flow_run.state.name }}"
+)
 _FAILED_BODY: Final[str] = """\
 {%- set message = flow_run.state.message or 'no error message' -%}
 {%- set error = (message.splitlines() or [message])|first -%}
@@ -358,7 +359,7 @@ def automations(config: AlertsConfig, catalog: Catalog, block_id: Any) -> list[A
                 name=f"{PREFIX}daily run failed",
                 description=(
                     "A daily run of " + ", ".join(failed) + " ended Failed, Crashed or TimedOut "
-                    f"(from {config.source}; `python deployments/alerts.py apply` rewrites it)."
+                    "(from the alerts file; `python deployments/alerts.py apply` rewrites it)."
                 ),
                 trigger=EventTrigger(
                     expect=set(FAILED_EVENTS),
