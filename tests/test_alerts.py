@@ -177,6 +177,9 @@ def outputs() -> list[str]:
     return []
 
 
+RAN: list[str] = []  # the documented commands `applied` ran, as typed
+
+
 @pytest.fixture(scope="module")
 def applied(
     server: dict[str, Any],
@@ -193,12 +196,14 @@ def applied(
         ALERTS_SLACK_WEBHOOK_URL=WEBHOOK,
     )
     outputs.append(result.stdout + result.stderr)
+    RAN.append("python deployments/alerts.py save-block")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "saved Slack Webhook block 'bq-tableau-alerts' (slack)" in result.stdout
 
     def run(command: str) -> str:
         code, out = _in_process(command, services)
         outputs.append(out)
+        RAN.append(command)
         assert code == 0, f"{command}:\n{out}"
         return out
 
@@ -224,6 +229,19 @@ def applied(
     assert changed.count("unchanged") == 4, changed
     with get_client(sync_client=True) as client:
         return {a.name: a.id for a in client.read_automations()}
+
+
+def test_every_command_of_the_alerts_section_ran_as_written(applied: dict[str, UUID]) -> None:
+    readme = (REPO / "deployments" / "README.md").read_text()
+    section = readme.split("## 8. Alerts", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    documented = [
+        line.split("#", 1)[0].strip()
+        for line in block.splitlines()
+        if line.startswith("python deployments/alerts.py")
+    ]
+    assert len(documented) == 5
+    assert [c for c in documented if c not in RAN] == []
 
 
 def test_the_test_message_reaches_slack_at_the_webhook_url(
