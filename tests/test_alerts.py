@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -35,7 +35,6 @@ import pytest
 import yaml
 from prefect import flow
 from prefect.client.orchestration import get_client
-from prefect.events import emit_event
 from prefect.flow_engine import run_flow
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Scheduled
@@ -44,7 +43,9 @@ import flows.daily as daily
 from deployments import alerts
 from flows import catalog
 from flows.catalog import FLOW_NAME
+from flows.config import PipelineConfig
 from flows.dates import default_run_date
+from flows.quality import CheckResult, QualityResult, emit_warned
 from standins.emulators import free_port
 from standins.notify import Delivery, NotificationServices
 
@@ -430,21 +431,16 @@ def test_a_daily_run_not_completed_in_time_notifies_whether_it_hangs_or_never_st
 
 @flow(name=FLOW_NAME, flow_run_name=daily._run_name)
 def _warns(run_date: str | None = None, *, config: dict[str, Any]) -> str:
-    # What the daily flow emits when a quality check set to `warn` does not pass.
-    day = "2026-12-01"
-    emit_event(
-        event="bq-tableau.quality.warned",
-        resource={
-            "prefect.resource.id": f"bq-tableau.pipeline.{config['name']}",
-            "prefect.resource.name": config["name"],
-            "bq-tableau.run-date": day,
-        },
-        payload={
-            "pipeline": config["name"],
-            "run_date": day,
-            "summary": "row_count 4,000 outside 6,000..24,000 (median 12,000 of 14 days)",
-            "fix": "check that the mart loaded the whole day upstream, then rerun the date",
-        },
+    # The daily flow's own emitter, as its quality step calls it on a `warn` result.
+    day = date(2026, 12, 1)
+    warned = CheckResult(
+        "row_count", day, "4,000 rows", "6,000..24,000", "warn",
+        detail="0.5x-2x the median 12,000 of 14 published days",
+    )  # fmt: skip
+    emit_warned(
+        QualityResult((warned,), "the record of published fingerprints"),
+        PipelineConfig.model_validate(config),
+        day,
     )
     return "warned"
 
@@ -460,8 +456,12 @@ def test_a_quality_warning_notifies_with_the_summary_the_fix_and_the_run(
     text = _message(services, run_id).text()
     assert "[bq-view-to-tableau] campaigns 2026-12-01: quality warning" in text
     assert "published, but a quality check set to warn did not pass" in text
-    assert "Check: row_count 4,000 outside 6,000..24,000 (median 12,000 of 14 days)" in text
-    assert "What to do: check that the mart loaded the whole day upstream" in text
+    assert (
+        "Check: 2026-12-01 row_count: 4,000 rows, expected 6,000..24,000 (0.5x-2x the median "
+        "12,000 of 14 published days)" in text
+    )
+    assert "What to do: The day was published (the check is set to warn)" in text
+    assert "rerun the date from the `campaigns-per-date` deployment" in text
     assert f"Run: {server['ui']}/runs/flow-run/{run_id}" in text
 
 
