@@ -5,8 +5,11 @@
 It starts every stand-in on 127.0.0.1 (`standins.stack`), saves the two blocks to Prefect's
 embedded server (state kept in .demo/prefect), and, for each pipeline of the local catalog
 (standins/pipelines.yaml: two views of one ad mart, each into its own Tableau datasource), runs
-`daily_refresh` for two days and reruns the later one; then it prints the rows per date of each
-datasource before and after the rerun, and `python -m flows reconcile` of those two days.
+`daily_refresh` for four days and reruns the last one; it prints the rows per date of each
+datasource before and after the rerun. Then a half-loaded day: yesterday loses two thirds of
+its rows in BigQuery, the quality check refuses it (Tableau keeps the day), a rerun with
+`accept_quality_failures` publishes it; the mart is restored and republished, and
+`python -m flows reconcile` checks the last two days of each pipeline.
 Nothing in flows/ or blocks/ knows it is a demo: only the configuration points at loopback.
 """
 
@@ -25,6 +28,8 @@ from zoneinfo import ZoneInfo
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import Log, State
+
+    from standins.stack import LocalStack
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_HOME = REPO / ".demo"
@@ -75,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"\n=== Pipeline {pipeline.name}: {config.bigquery.view} -> {pipeline.target}"
                 )
-                for day in (days[1], yesterday):
+                for day in (days[3], days[2], days[1], yesterday):  # 3 days of history
                     print(f"\n== Daily run for {day} ==")
                     daily_refresh(config=config, run_date=day)
                 before = stack.tableau.rows_by_date(datasource)
@@ -86,7 +91,11 @@ def main(argv: list[str] | None = None) -> int:
                 _print_summary(before, after, pipeline.target)
                 ok = ok and before == after and rerun.is_completed()
 
-            for pipeline in pipelines:  # the command line's check, on the two days published
+            ok = (
+                _half_loaded_day(stack, pipelines[0].name, yesterday, args.rows_per_day, data_dir)
+                and ok
+            )
+            for pipeline in pipelines:  # the command line's check, on the last two days
                 command = ["reconcile", "--pipeline", pipeline.name, "--days", "2"]
                 print(f"\n== python -m flows {' '.join(command)} ==")
                 ok = cli.main(["--catalog", str(CATALOG), *command]) == cli.OK and ok
@@ -98,6 +107,49 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not args.keep:
             shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _half_loaded_day(
+    stack: LocalStack, name: str, day: date, rows_per_day: int, data_dir: Path
+) -> bool:
+    """Upstream loads a third of the day: the row-count check refuses it before Tableau sees
+    it; a rerun accepting the failure publishes it. Returns whether both went as they should."""
+    from flows.daily import daily_refresh
+    from flows.errors import QualityError
+    from standins.datamart import seed_ad_datamart
+    from standins.stack import DATASET
+
+    config = stack.catalog_config(name, work_dir=data_dir / "work")
+    datasource = config.tableau.datasource
+    print(f"\n=== A half-loaded day: {day} of {name} loses two thirds of its rows upstream ===")
+    stack.bigquery_client().query(
+        f"DELETE FROM `{stack.source_table}` WHERE date = DATE '{day.isoformat()}' "
+        "AND device != 'desktop'"
+    ).result()
+    held = stack.tableau.rows_by_date(datasource).get(day, 0)
+    refused = daily_refresh(config=config, run_date=day, return_state=True)
+    error = refused.result(raise_on_failure=False)
+    kept = stack.tableau.rows_by_date(datasource).get(day, 0)
+    first = str(error).splitlines()[0] if isinstance(error, QualityError) else repr(error)
+    print(f"\n  -> refused: {first}")
+    print(f"  -> Tableau still holds {kept:,} rows for {day} (it had {held:,})")
+
+    print(f"\n== Rerun of {day} with accept_quality_failures=true (the change is real) ==")
+    accepted = daily_refresh(
+        config=config, run_date=day, accept_quality_failures=True, return_state=True
+    )
+    published = stack.tableau.rows_by_date(datasource).get(day, 0)
+    print(f"  -> published {published:,} rows for {day}; the report records the acceptance")
+
+    print(f"\n== The mart is complete again: {day} republished ==")
+    seed_ad_datamart(stack.bigquery_client(), stack.project, DATASET, stack.dates, rows_per_day)
+    daily_refresh(config=config, run_date=day)
+    return (
+        isinstance(error, QualityError)
+        and kept == held
+        and accepted.is_completed()
+        and 0 < published < held
+    )
 
 
 def _print_summary(before: dict[date, int], after: dict[date, int], datasource: str) -> None:
