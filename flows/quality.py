@@ -58,6 +58,12 @@ class History:
 
     days: Mapping[date, PublishedDay]
     source: str  # where they come from, for the report
+    problem: str | None = None  # why there is none although there should be
+
+    @classmethod
+    def unavailable(cls, why: str) -> History:
+        """No history, for a reason the report must show: the checks that need it warm up."""
+        return cls({}, "none", problem=why)
 
     @classmethod
     def from_record(cls, state: PublishedState) -> History:
@@ -118,6 +124,7 @@ class QualityResult:
     history_source: str
     accepted: bool = False  # accept_quality_failures=true: failures publish, reported
     run_date_sums: dict[str, float] = field(default_factory=dict)  # for the history table
+    history_problem: str | None = None  # the history could not be read: checks warmed up
 
     @property
     def failed(self) -> list[CheckResult]:
@@ -133,6 +140,12 @@ class QualityResult:
     def warnings(self) -> list[str]:
         """The report's warnings: `warn` results, and failures the run accepted."""
         lines = [f"quality {r.line()}" for r in self.warned]
+        if self.history_problem:
+            lines.append(
+                f"quality: {self.history_problem}; the row-count and sum checks could not "
+                "compare the day with earlier ones (they report warming up). Check the Prefect "
+                "API, then rerun the date if the day looks wrong."
+            )
         if self.accepted:
             lines += [
                 f"quality {r.line()} — accepted (accept_quality_failures=true)" for r in self.failed

@@ -283,6 +283,7 @@ def quality_step(
         history.source,
         accepted=accept_failures,
         run_date_sums=dict(profiles[run_date].sums) if run_date in profiles else {},
+        history_problem=history.problem,
     )
     for result in results:
         log = logger.warning if result.verdict in ("fail", "warn") else logger.info
@@ -302,7 +303,11 @@ def read_history(config: PipelineConfig, plan: WindowPlan | None) -> History:
     already) or else the datasource's history table."""
     if plan is not None:
         return History.from_record(plan.state)
-    return History.from_history_table(read_history_rows(config.tableau.datasource))
+    try:
+        rows = read_history_rows(config.tableau.datasource)
+    except Exception as exc:  # the Prefect API's artifacts: a gap in history, not in the day
+        return History.unavailable(f"the history table could not be read ({exc})")
+    return History.from_history_table(rows)
 
 
 @_task(name="publish")

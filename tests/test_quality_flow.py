@@ -271,3 +271,25 @@ def _wait_for_event(name: str, resource_id: str, timeout: float = 30) -> dict[st
                 assert events, f"no {name} event for {resource_id} within {timeout} s"
                 return events[0]
             time.sleep(0.5)
+
+
+def test_a_history_table_that_cannot_be_read_warns_and_the_day_still_publishes(
+    world: LocalStack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import flows.steps
+
+    def unreadable(datasource: str) -> list[dict[str, Any]]:
+        raise RuntimeError("Prefect API answered 503")
+
+    monkeypatch.setattr(flows.steps, "read_history_rows", unreadable)
+    config = _config(world, tmp_path).model_copy(update={"lookback_days": 1})
+
+    daily.daily_refresh(config=config, run_date=DAY)
+
+    assert _tableau_rows(world)[DAY] == ROWS_PER_DAY
+    report = _report()
+    assert (
+        "quality: the history table could not be read (Prefect API answered 503); the row-count "
+        "and sum checks could not compare" in report
+    )
+    assert "⏳ warming up" in _quality_row(report, "row_count")
