@@ -21,6 +21,7 @@ from flows.catalog import FLOW_NAME
 from flows.config import LookbackDays, PipelineConfig, with_lookback
 from flows.dates import RunDate, default_run_date, resolve_run_date
 from flows.gcs import delete_staging
+from flows.quality import emit_warned
 from flows.report import RunReport, kept_report, report_invalid_parameters
 from flows.steps import Steps, load_block, scratch_dir
 from flows.tableau import PublishResult
@@ -100,6 +101,8 @@ def daily_refresh(
             )
             checked.raise_for_failures(config)  # a day unlike the usual ones publishes nothing
             result = step.publish(tableau, extract, days, config)
+            if checked.warned:  # published, with a check set to warn: the alert's event
+                emit_warned(checked, config, day)
             if plan:
                 step.record(credentials, config, plan)
         if config.gcs.delete_after_publish:

@@ -1,5 +1,5 @@
-"""The daily flow's steps: the preflight and the four tasks, with the config's retry policy
-and timeouts, each call timed into the run report.
+"""The daily flow's steps: the preflight, the four tasks and the quality checks, with the
+config's retry policy and timeouts, each call timed into the run report.
 
 Each task retries only transient failures (`flows.errors.is_retryable`) and is never cached:
 the files it leaves are local to one container. The steps' modules (bigquery, gcs, hyper,
@@ -53,7 +53,6 @@ from flows.quality import (
     QualityResult,
     check_columns,
     columns_checked,
-    emit_warned,
     evaluate,
 )
 from flows.report import RunReport, read_history_rows
@@ -257,7 +256,7 @@ def quality_step(
     accept_failures: bool = False,
 ) -> QualityResult:
     """Check the built extract's dates against the published history, before anything is
-    published; a `warn` result emits an event the alerts notify on."""
+    published."""
     history = read_history(config, plan)
     sums, nulls, newest = columns_checked(config.quality)
     profiles = profile_by_date(
@@ -293,8 +292,6 @@ def quality_step(
             "%d quality failure(s) accepted by accept_quality_failures=true: publishing",
             len(checked.failed),
         )
-    if checked.warned:
-        emit_warned(checked, config, run_date)
     return checked
 
 
