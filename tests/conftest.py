@@ -45,6 +45,8 @@ def prefect_server() -> Iterator[None]:
     bench/README.md). They only feed the server's crash detection, which no test reads; the
     publish slot's heartbeat is our own and stays on.
     """
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
@@ -53,3 +55,7 @@ def prefect_server() -> Iterator[None]:
         prefect_test_harness(server_startup_timeout=240),
     ):
         yield
+        # Events and log lines still queued leave while the server is up; at exit they
+        # would retry its closed port, one error a retry.
+        EventsWorker.drain_all(timeout=60)
+        APILogWorker.drain_all(timeout=60)

@@ -35,7 +35,9 @@ import pytest
 import yaml
 from prefect import flow
 from prefect.client.orchestration import get_client
+from prefect.events.worker import EventsWorker
 from prefect.flow_engine import run_flow
+from prefect.logging.handlers import APILogWorker
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Scheduled
 
@@ -109,7 +111,13 @@ def server(
                 pytest.fail(f"prefect server start did not come up:\n{log_path.read_text()}")
             time.sleep(0.3)
         with temporary_settings({PREFECT_API_URL: url}):
-            yield {"url": url, "ui": f"http://127.0.0.1:{port}", "log": log_path, "home": home}
+            try:
+                yield {"url": url, "ui": f"http://127.0.0.1:{port}", "log": log_path, "home": home}
+            finally:
+                # This server's events and log lines leave before it stops: a worker left with a
+                # backlog would retry a dead port for the rest of the session.
+                EventsWorker.drain_all(timeout=30)
+                APILogWorker.drain_all(timeout=30)
     finally:
         process.terminate()
         process.wait(timeout=30)
