@@ -111,6 +111,9 @@ def server(
                 pytest.fail(f"prefect server start did not come up:\n{log_path.read_text()}")
             time.sleep(0.3)
         with temporary_settings({PREFECT_API_URL: url}):
+            # Prefect keeps one events worker per client type, whatever the API URL: one made
+            # earlier in this process would send this module's events to another server.
+            EventsWorker.drain_all(timeout=30)
             try:
                 yield {"url": url, "ui": f"http://127.0.0.1:{port}", "log": log_path, "home": home}
             finally:
