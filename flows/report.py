@@ -144,7 +144,11 @@ def describe(result: object, seconds: float) -> StageLine:
                 for verdict in ("pass", "warn", "fail", "warming up", "n/a")
                 if (n := result.count(verdict))  # type: ignore[arg-type]
             )
-            accepted = "; failures accepted (accept_quality_failures)" if result.accepted else ""
+            accepted = (
+                "; failures accepted (accept_quality_failures)"
+                if result.accepted and result.failed
+                else ""
+            )
             return StageLine(
                 "quality", seconds, None, "",
                 f"{len(result.results)} check(s): {counts or 'none configured'}; history: "

@@ -26,7 +26,7 @@ import pytest
 import yaml
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-from prefect.client.schemas.sorting import ArtifactSort
+from prefect.client.schemas.sorting import ArtifactSort, FlowRunSort
 from prefect.settings import PREFECT_API_URL
 from rich.console import Console
 
@@ -378,6 +378,15 @@ class TestRun:
                 sort=ArtifactSort.UPDATED_DESC,
             )
         assert f"budget_pacing_daily for {YESTERDAY}" in str(report.data)
+
+    def test_accept_quality_failures_reaches_the_flow_run(self, cli_world, cli) -> None:
+        result = cli("run", "--pipeline", "budgets", "--accept-quality-failures")
+
+        assert result.code == 0, result.err
+        with get_client(sync_client=True) as client:
+            (run,) = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)
+        assert run.name == f"budgets-{YESTERDAY}"
+        assert run.parameters["accept_quality_failures"] is True
 
     def test_a_run_tells_its_steps_to_the_listener(self, cli_world) -> None:
         recorder = Recorder([])
