@@ -47,7 +47,7 @@ from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 
 from flows import catalog as catalog_module
 from flows.catalog import FLOW_NAME, Catalog
-from flows.errors import ConfigError
+from flows.errors import ConfigError, FileProblemsError
 
 ALERTS_FILE: Final[Path] = Path(__file__).resolve().with_name("alerts.yaml")
 PREFIX: Final[str] = f"{FLOW_NAME}: "
@@ -78,16 +78,8 @@ _SLACK_URL: Final[re.Pattern[str]] = re.compile(
 _EMAIL: Final[re.Pattern[str]] = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
-class AlertsError(ConfigError):
+class AlertsError(FileProblemsError):
     """The alerts file is not valid; every problem is listed, one a line."""
-
-    def __init__(self, source: str, problems: list[str]) -> None:
-        self.problems = problems
-        super().__init__(
-            f"{source} has {len(problems)} problem(s); nothing was changed:\n"
-            + "\n".join(f"  - {p}" for p in problems),
-            retryable=False,
-        )
 
 
 @dataclass(frozen=True)

@@ -72,7 +72,7 @@ _PARQUET_TYPES: Final[dict[str, pa.DataType]] = {
     "TIME": pa.time64("us"),
 }
 # The types whose per-day SUM the fingerprint reports (the REST API's legacy names included).
-_NUMERIC_TYPES: Final = frozenset({"INT64", "INTEGER", "FLOAT64", "FLOAT", "NUMERIC", "BIGNUMERIC"})
+NUMERIC_TYPES: Final = frozenset({"INT64", "INTEGER", "FLOAT64", "FLOAT", "NUMERIC", "BIGNUMERIC"})
 _ROW: Final = "_view_row"  # the view's range variable in the fingerprint query
 
 
@@ -219,7 +219,7 @@ def numeric_columns_of(schema: Sequence[tuple[str, str]], *, date_column: str) -
     return tuple(
         name
         for name, kind in schema
-        if kind in _NUMERIC_TYPES and name != date_column and COLUMN_NAME.fullmatch(name)
+        if kind in NUMERIC_TYPES and name != date_column and COLUMN_NAME.fullmatch(name)
     )
 
 

@@ -27,7 +27,7 @@ import yaml
 from pydantic import ValidationError
 
 from flows.config import PipelineConfig
-from flows.errors import ConfigError
+from flows.errors import ConfigError, FileProblemsError
 
 DEFAULT_CATALOG: Final[Path] = Path(__file__).resolve().parents[1] / "deployments/pipelines.yaml"
 """The catalog beside the code: the repository's, or /app's in the image."""
@@ -64,16 +64,10 @@ PER_PIPELINE: Final[tuple[tuple[str, ...], ...]] = (
 """Settings that only an entry may give: a default view or datasource would be shared."""
 
 
-class CatalogError(ConfigError):
+class CatalogError(FileProblemsError):
     """The catalog file is not valid; `problems` lists each problem, one line each."""
 
-    def __init__(self, source: str, problems: list[str]) -> None:
-        self.problems = problems
-        super().__init__(
-            f"{source} has {len(problems)} problem(s); nothing was deployed or run:\n"
-            + "\n".join(f"  - {p}" for p in problems),
-            retryable=False,
-        )
+    consequence = "nothing was deployed or run"
 
 
 @dataclass(frozen=True)

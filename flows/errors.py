@@ -48,6 +48,7 @@ __all__ = [
     "CredentialsError",
     "DownloadError",
     "ExportError",
+    "FileProblemsError",
     "PipelineError",
     "PublishError",
     "QualityError",
@@ -67,6 +68,20 @@ TRANSIENT_BIGQUERY_REASONS: Final[frozenset[str]] = frozenset(
 
 class ConfigError(PipelineError):
     """Settings or parameters are wrong or missing; fix them and run again."""
+
+
+class FileProblemsError(ConfigError):
+    """A settings file is not valid; `problems` lists each problem, one line each."""
+
+    consequence = "nothing was changed"
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__(
+            f"{source} has {len(problems)} problem(s); {self.consequence}:\n"
+            + "\n".join(f"  - {p}" for p in problems),
+            retryable=False,
+        )
 
 
 class ExportError(PipelineError):

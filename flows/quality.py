@@ -25,13 +25,14 @@ from __future__ import annotations
 import logging
 import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final, Literal
 from zoneinfo import ZoneInfo
 
 from prefect.events import emit_event
 
+from flows.bigquery import NUMERIC_TYPES
 from flows.config import OnFailure, PipelineConfig, QualityConfig
 from flows.errors import QualityError
 from flows.hyper import DateProfile
@@ -210,12 +211,17 @@ def _verdict(passed: bool, on_failure: OnFailure) -> Verdict:
 
 
 def _warming_up(
-    check: str, day: date, observed: str, earlier: Sequence[Any], quality: QualityConfig
+    check: str,
+    day: date,
+    observed: str,
+    earlier: Sequence[Any],
+    quality: QualityConfig,
+    column: str | None = None,
 ) -> CheckResult | None:
     if len(earlier) >= quality.min_history_days:
         return None
     return CheckResult(
-        check, day, observed, "a band around the median", "warming up",
+        check, day, observed, "a band around the median", "warming up", column=column,
         detail=f"{len(earlier)} of {quality.min_history_days} published days needed on record",
     )  # fmt: skip
 
@@ -275,8 +281,8 @@ def _sums(
         observed = profile.sums[column]
         known = [p.sums[column] for _, p in earlier if column in p.sums]
         shown = f"sum {observed:,.2f}"
-        if warming := _warming_up("sums", day, shown, known, quality):
-            results.append(replace(warming, column=column))
+        if warming := _warming_up("sums", day, shown, known, quality, column):
+            results.append(warming)
             continue
         median = statistics.median(known)
         if median <= 0:
@@ -369,7 +375,6 @@ def columns_checked(quality: QualityConfig) -> tuple[list[str], list[str], str |
     return sums, nulls, fresh
 
 
-_NUMERIC: Final = frozenset({"INT64", "INTEGER", "FLOAT64", "FLOAT", "NUMERIC", "BIGNUMERIC"})
 _TIMESTAMPS: Final = frozenset({"TIMESTAMP", "DATETIME"})
 
 
@@ -385,7 +390,7 @@ def check_columns(quality: QualityConfig, schema: Sequence[tuple[str, str]]) -> 
     for column in sums:
         if column not in types:
             problems.append(f"quality.sums.columns: the view has no column {column!r}")
-        elif types[column] not in _NUMERIC:
+        elif types[column] not in NUMERIC_TYPES:
             problems.append(f"quality.sums.columns: {column!r} is {types[column]}, not a number")
     if fresh is not None:
         if fresh not in types:

@@ -30,15 +30,11 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-import httpx
 import pytest
 import yaml
 from prefect import flow
 from prefect.client.orchestration import get_client
-from prefect.events.worker import EventsWorker
 from prefect.flow_engine import run_flow
-from prefect.logging.handlers import APILogWorker
-from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Scheduled
 
 import flows.daily as daily
@@ -50,6 +46,7 @@ from flows.dates import default_run_date
 from flows.quality import CheckResult, QualityResult, emit_warned
 from standins.emulators import free_port
 from standins.notify import Delivery, NotificationServices
+from tests.plugins.prefect_process import prefect_server_process
 
 pytestmark = [pytest.mark.prefect, pytest.mark.subprocess]
 
@@ -76,55 +73,21 @@ def server(
     home = tmp_path_factory.mktemp("prefect-alerts")
     port = free_port()
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")},
         **services.environ(),
-        "PREFECT_HOME": str(home),
         "PREFECT_UI_URL": f"http://127.0.0.1:{port}",  # what ui_url links to
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",
         "PREFECT_SERVER_SERVICES_FOREMAN_ENABLED": "false",
         "PREFECT_SERVER_SERVICES_LATE_RUNS_LOOP_SECONDS": "1",
         "PREFECT_SERVER_SERVICES_LATE_RUNS_AFTER_SECONDS": "1",
         "PREFECT_SERVER_EVENTS_PROACTIVE_GRANULARITY": "PT1S",
     }
-    log_path = home / "server.log"
-    log = log_path.open("w")
-    process = subprocess.Popen(
-        [
-            *(str(Path(sys.executable).parent / "prefect"), "server", "start", "--no-ui"),
-            *("--host", "127.0.0.1", "--port", str(port)),
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}/api"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"prefect server start did not come up:\n{log_path.read_text()}")
-            time.sleep(0.3)
-        with temporary_settings({PREFECT_API_URL: url}):
-            # Prefect keeps one events worker per client type, whatever the API URL: one made
-            # earlier in this process would send this module's events to another server.
-            EventsWorker.drain_all(timeout=30)
-            try:
-                yield {"url": url, "ui": f"http://127.0.0.1:{port}", "log": log_path, "home": home}
-            finally:
-                # This server's events and log lines leave before it stops: a worker left with a
-                # backlog would retry a dead port for the rest of the session.
-                EventsWorker.drain_all(timeout=30)
-                APILogWorker.drain_all(timeout=30)
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
+    with prefect_server_process(home, port, env) as url:
+        yield {
+            "url": url,
+            "ui": f"http://127.0.0.1:{port}",
+            "log": home / "server.log",
+            "home": home,
+        }
 
 
 def _command(

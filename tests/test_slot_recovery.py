@@ -19,16 +19,15 @@ from datetime import date, timedelta
 from pathlib import Path
 from uuid import UUID
 
-import httpx
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 from prefect.client.schemas.sorting import LogSort
-from prefect.settings import PREFECT_API_URL, temporary_settings
 
 import flows.daily as daily
 from standins.emulators import free_port
 from standins.stack import DATASOURCE, LocalStack
+from tests.plugins.prefect_process import prefect_server_process
 from tests.plugins.stack import StartStack
 
 pytestmark = [pytest.mark.emulator, pytest.mark.hyper, pytest.mark.prefect, pytest.mark.subprocess]
@@ -59,40 +58,8 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     and uses the session's).
     """
     home = tmp_path_factory.mktemp("prefect-server")
-    port = free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")},
-        "PREFECT_HOME": str(home),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    }
-    prefect = str(Path(sys.executable).parent / "prefect")
-    log = (home / "server.log").open("w")
-    server = subprocess.Popen(
-        [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}/api"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(
-                    f"prefect server start did not come up:\n{(home / 'server.log').read_text()}"
-                )
-            time.sleep(0.5)
-        with temporary_settings({PREFECT_API_URL: url}):
-            yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        log.close()
+    with prefect_server_process(home, free_port()) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
